@@ -1,0 +1,17 @@
+//! memifctl: the operator's commands. The binary only parses arguments.
+
+pub mod peer;
+
+/// Sets up logging to stderr: `level` or `MEMIF_LOG`/`RUST_LOG`, default info.
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = level
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_env("MEMIF_LOG").ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

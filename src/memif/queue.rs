@@ -1,0 +1,760 @@
+//! Queues: burst receive and transmit on memif rings, for both roles.
+//!
+//! Invariant of the protocol: the slave writes `head`, the master writes
+//! `tail`, on both rings. Counters are free-running u16; a slot is
+//! `counter & (size - 1)`.
+//!
+//! | queue          | ring | role   | we read      | we write            |
+//! |----------------|------|--------|--------------|---------------------|
+//! | [`MasterRx`]   | S2M  | master | head, descs  | tail                |
+//! | [`MasterTx`]   | M2S  | master | head, descs  | desc length/flags, tail |
+//! | [`SlaveTx`]    | S2M  | slave  | tail         | descs, head         |
+//! | [`SlaveRx`]    | M2S  | slave  | tail, descs  | descs (re-post), head |
+//!
+//! Every descriptor the master reads is copied once (see
+//! [`RingRef::desc`]) and the copy validated: region index, offset + length
+//! inside the region (checked arithmetic), length > 0, frame length bound.
+//! A violation is a [`RingError`]: the owner disconnects the peer with its
+//! text as the reason.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::shm::{Desc, Region, RingRef, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
+
+/// Default largest frame accepted or sent (jumbo ethernet).
+pub const DEFAULT_MAX_FRAME: usize = 9216;
+
+/// The peer broke the ring protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("ring index out of range: head {head} tail {tail} ring size {size}")]
+    IndexOutOfRange { head: u16, tail: u16, size: u16 },
+    #[error("descriptor {slot}: region {region} does not exist")]
+    BadRegion { slot: u16, region: u16 },
+    #[error("descriptor {slot}: offset {offset} + length {length} is outside region {region}")]
+    OutOfBounds {
+        slot: u16,
+        region: u16,
+        offset: u32,
+        length: u32,
+    },
+    #[error("descriptor {slot}: zero length")]
+    ZeroLength { slot: u16 },
+    #[error("frame longer than {limit} bytes")]
+    FrameTooLong { limit: usize },
+    #[error("chained frame longer than the ring")]
+    ChainTooLong,
+}
+
+/// Link state shared by the control plane and the queues of one connection:
+/// the dataplane checks it once per burst and stops using the queues when
+/// the control channel has gone.
+#[derive(Debug, Default)]
+pub struct Link {
+    up: AtomicBool,
+    /// Descriptors rejected by validation on this connection.
+    pub bad_descriptors: AtomicU64,
+}
+
+impl Link {
+    pub fn new_up() -> Arc<Link> {
+        Arc::new(Link {
+            up: AtomicBool::new(true),
+            bad_descriptors: AtomicU64::new(0),
+        })
+    }
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+    pub fn set_down(&self) {
+        self.up.store(false, Ordering::Release)
+    }
+}
+
+/// A ring's interrupt eventfd.
+#[derive(Debug)]
+pub struct Notifier {
+    fd: OwnedFd,
+}
+
+impl Notifier {
+    /// Wraps an eventfd and makes it non-blocking: the spec says the slave
+    /// creates it with `EFD_NONBLOCK`, but a peer that did not (and filled
+    /// the counter) must not be able to block our writes or reads.
+    pub fn new(fd: OwnedFd) -> Notifier {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        if let Ok(fl) = fcntl(&fd, FcntlArg::F_GETFL) {
+            let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
+            let _ = fcntl(&fd, FcntlArg::F_SETFL(fl));
+        }
+        Notifier { fd }
+    }
+    /// Signals the peer: adds 1 to the eventfd. Non-blocking; a full
+    /// counter (EAGAIN) already means "wake up".
+    #[inline]
+    pub fn notify(&self) {
+        let _ = nix::unistd::write(&self.fd, &1u64.to_ne_bytes());
+    }
+    /// Clears pending notifications; returns how many were pending.
+    pub fn drain(&self) -> u64 {
+        let mut b = [0u8; 8];
+        match nix::unistd::read(&self.fd, &mut b) {
+            Ok(8) => u64::from_ne_bytes(b),
+            _ => 0,
+        }
+    }
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A reusable frame buffer. Receive bursts fill a caller-owned slice of
+/// these, so the packet path does not allocate.
+#[derive(Clone)]
+pub struct PacketBuf {
+    data: Box<[u8]>,
+    len: usize,
+}
+
+impl PacketBuf {
+    pub fn new(capacity: usize) -> PacketBuf {
+        PacketBuf {
+            data: vec![0u8; capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+    /// A batch of `n` buffers of `capacity` bytes.
+    pub fn batch(n: usize, capacity: usize) -> Vec<PacketBuf> {
+        (0..n).map(|_| PacketBuf::new(capacity)).collect()
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+    /// Replaces the content (truncated to the capacity).
+    pub fn set(&mut self, src: &[u8]) {
+        let n = src.len().min(self.data.len());
+        self.data[..n].copy_from_slice(&src[..n]);
+        self.len = n;
+    }
+    pub fn as_mut_full(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.data.len());
+    }
+}
+
+impl std::fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PacketBuf({} bytes)", self.len)
+    }
+}
+
+/// Per-queue counters, owned by the queue (single writer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Frames dropped because the ring was full (tx) or had no buffers.
+    pub drops: u64,
+}
+
+/// Shared pieces of every queue.
+#[derive(Debug)]
+struct QueueCore {
+    ring: RingRef,
+    regions: Arc<[Arc<Region>]>,
+    notifier: Notifier,
+    link: Arc<Link>,
+    /// Our own index: tail for the master, head for the slave.
+    ours: u16,
+    max_frame: usize,
+    stats: QueueStats,
+}
+
+impl QueueCore {
+    #[inline]
+    fn region_for(&self, slot: u16, d: &Desc) -> Result<&Region, RingError> {
+        let r = self
+            .regions
+            .get(d.region as usize)
+            .ok_or(RingError::BadRegion {
+                slot,
+                region: d.region,
+            })?;
+        if d.length == 0 {
+            return Err(RingError::ZeroLength { slot });
+        }
+        if !r.contains(d.offset, d.length) {
+            return Err(RingError::OutOfBounds {
+                slot,
+                region: d.region,
+                offset: d.offset,
+                length: d.length,
+            });
+        }
+        Ok(r)
+    }
+
+    fn fail(&self, e: RingError) -> RingError {
+        self.link.bad_descriptors.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    /// Consumer side: mask or unmask interrupts on this ring.
+    fn set_interrupts(&self, enabled: bool) {
+        let f = self.ring.flags();
+        let f = if enabled {
+            f & !RING_FLAG_MASK_INT
+        } else {
+            f | RING_FLAG_MASK_INT
+        };
+        self.ring.set_flags(f);
+    }
+
+    /// Producer side: notify the consumer unless it masked interrupts.
+    #[inline]
+    fn kick(&self) {
+        if !self.ring.interrupts_masked() {
+            self.notifier.notify();
+        }
+    }
+}
+
+macro_rules! queue_common {
+    ($t:ty) => {
+        impl $t {
+            /// The queue's counters.
+            pub fn stats(&self) -> QueueStats {
+                self.core.stats
+            }
+            /// Whether the connection is still up.
+            #[inline]
+            pub fn is_up(&self) -> bool {
+                self.core.link.is_up()
+            }
+            /// The ring's eventfd (to wait on in interrupt mode).
+            pub fn event_fd(&self) -> BorrowedFd<'_> {
+                self.core.notifier.fd()
+            }
+            /// The ring this queue works on.
+            pub fn ring(&self) -> &RingRef {
+                &self.core.ring
+            }
+            /// The connection's link state.
+            pub fn link(&self) -> &Arc<Link> {
+                &self.core.link
+            }
+        }
+    };
+}
+
+/// Master receive: consumes the S2M ring.
+#[derive(Debug)]
+pub struct MasterRx {
+    core: QueueCore,
+}
+queue_common!(MasterRx);
+
+impl MasterRx {
+    pub(crate) fn new(
+        ring: RingRef,
+        regions: Arc<[Arc<Region>]>,
+        notifier: Notifier,
+        link: Arc<Link>,
+        max_frame: usize,
+    ) -> MasterRx {
+        let ours = ring.tail();
+        MasterRx {
+            core: QueueCore {
+                ring,
+                regions,
+                notifier,
+                link,
+                ours,
+                max_frame,
+                stats: QueueStats::default(),
+            },
+        }
+    }
+
+    /// Unmasks (interrupt mode) or masks (polling mode) interrupts. After
+    /// unmasking, call [`MasterRx::pending`] again before sleeping.
+    pub fn set_interrupts(&self, enabled: bool) {
+        self.core.set_interrupts(enabled)
+    }
+
+    /// Clears the eventfd after a wake-up.
+    pub fn ack_interrupt(&self) -> u64 {
+        self.core.notifier.drain()
+    }
+
+    /// Descriptors ready to be read.
+    pub fn pending(&self) -> Result<u16, RingError> {
+        let head = self.core.ring.head();
+        let n = head.wrapping_sub(self.core.ours);
+        if n > self.core.ring.size() {
+            return Err(self.core.fail(RingError::IndexOutOfRange {
+                head,
+                tail: self.core.ours,
+                size: self.core.ring.size(),
+            }));
+        }
+        Ok(n)
+    }
+
+    /// Receives up to `bufs.len()` frames, copying each (chains joined) into
+    /// a buffer. Returns how many were filled.
+    pub fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, RingError> {
+        self.rx_each(bufs.len(), |i, chunk_off, region, d| {
+            let b = &mut bufs[i];
+            if chunk_off == 0 {
+                b.len = 0;
+            }
+            let end = b.len + d.length as usize;
+            if end > b.data.len() {
+                return false;
+            }
+            region.read(d.offset as usize, &mut b.data[b.len..end]);
+            b.len = end;
+            true
+        })
+    }
+
+    /// Receives up to `max` frames and hands every validated chunk to `f(i,
+    /// offset_in_frame, region, desc)` without copying; `f` returns false if
+    /// the frame is too long for it. The descriptor has been validated
+    /// against `region`. Used by forwarding to copy region to region.
+    pub fn rx_each<F>(&mut self, max: usize, mut f: F) -> Result<usize, RingError>
+    where
+        F: FnMut(usize, usize, &Region, &Desc) -> bool,
+    {
+        let avail = self.pending()?;
+        let c = &mut self.core;
+        let mut cur = c.ours;
+        let end = c.ours.wrapping_add(avail);
+        let mut frames = 0;
+        let mut bytes = 0u64;
+        while frames < max && cur != end {
+            // One frame: one or more chained descriptors.
+            let start = cur;
+            let mut frame_len = 0usize;
+            loop {
+                if cur == end {
+                    // The producer has not published the rest of the chain.
+                    if cur.wrapping_sub(start) >= c.ring.size() {
+                        return Err(c.fail(RingError::ChainTooLong));
+                    }
+                    cur = start;
+                    break;
+                }
+                let d = c.ring.desc(cur);
+                let region = match c.region_for(cur, &d) {
+                    Ok(r) => r,
+                    Err(e) => return Err(c.fail(e)),
+                };
+                if frame_len + d.length as usize > c.max_frame || !f(frames, frame_len, region, &d)
+                {
+                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
+                }
+                frame_len += d.length as usize;
+                cur = cur.wrapping_add(1);
+                if d.flags & DESC_FLAG_NEXT == 0 {
+                    break;
+                }
+            }
+            if cur == start {
+                break;
+            }
+            frames += 1;
+            bytes += frame_len as u64;
+        }
+        if cur != c.ours {
+            c.ours = cur;
+            c.ring.set_tail(cur);
+        }
+        c.stats.packets += frames as u64;
+        c.stats.bytes += bytes;
+        Ok(frames)
+    }
+}
+
+/// Master transmit: fills the buffers the slave posted on the M2S ring.
+#[derive(Debug)]
+pub struct MasterTx {
+    core: QueueCore,
+}
+queue_common!(MasterTx);
+
+impl MasterTx {
+    pub(crate) fn new(
+        ring: RingRef,
+        regions: Arc<[Arc<Region>]>,
+        notifier: Notifier,
+        link: Arc<Link>,
+        max_frame: usize,
+    ) -> MasterTx {
+        let ours = ring.tail();
+        MasterTx {
+            core: QueueCore {
+                ring,
+                regions,
+                notifier,
+                link,
+                ours,
+                max_frame,
+                stats: QueueStats::default(),
+            },
+        }
+    }
+
+    /// Buffers the slave has posted and we have not filled.
+    pub fn free(&self) -> Result<u16, RingError> {
+        let head = self.core.ring.head();
+        let n = head.wrapping_sub(self.core.ours);
+        if n > self.core.ring.size() {
+            return Err(self.core.fail(RingError::IndexOutOfRange {
+                head,
+                tail: self.core.ours,
+                size: self.core.ring.size(),
+            }));
+        }
+        Ok(n)
+    }
+
+    /// Sends frames; returns how many were sent. Frames that do not fit the
+    /// posted buffers are not sent (the caller drops or retries them).
+    pub fn tx_burst<B: AsRef<[u8]>>(&mut self, frames: &[B]) -> Result<usize, RingError> {
+        self.tx_each(
+            frames.len(),
+            |i| frames[i].as_ref().len(),
+            |i, off, region, d| {
+                let src = &frames[i].as_ref()[off..off + d.length as usize];
+                region.write(d.offset as usize, src);
+            },
+        )
+    }
+
+    /// Sends `n` frames whose lengths `len(i)` gives; `fill(i, offset, region,
+    /// desc)` writes `desc.length` bytes of frame `i` from `offset` into
+    /// `region` at `desc.offset` (already validated). Returns frames sent.
+    pub fn tx_each<L, F>(&mut self, n: usize, len: L, mut fill: F) -> Result<usize, RingError>
+    where
+        L: Fn(usize) -> usize,
+        F: FnMut(usize, usize, &Region, &Desc),
+    {
+        let mut free = self.free()?;
+        let c = &mut self.core;
+        let mut cur = c.ours;
+        let mut sent = 0;
+        let mut bytes = 0u64;
+        while sent < n {
+            let total = len(sent);
+            if total == 0 || total > c.max_frame {
+                // Never send empty or oversize frames: drop and go on.
+                c.stats.drops += 1;
+                sent += 1;
+                continue;
+            }
+            let start = cur;
+            let mut off = 0usize;
+            let mut used: u16 = 0;
+            let mut fits = true;
+            while off < total {
+                if used == free {
+                    fits = false;
+                    break;
+                }
+                let mut d = c.ring.desc(cur);
+                let region = match c.region_for(cur, &d) {
+                    Ok(r) => r,
+                    Err(e) => return Err(c.fail(e)),
+                };
+                let chunk = (total - off).min(d.length as usize);
+                d.length = chunk as u32;
+                fill(sent, off, region, &d);
+                off += chunk;
+                d.flags = if off < total { DESC_FLAG_NEXT } else { 0 };
+                // Only length and flags are ours to write; region and
+                // offset stay as the slave posted them.
+                c.ring.set_desc(cur, d);
+                cur = cur.wrapping_add(1);
+                used += 1;
+            }
+            if !fits {
+                cur = start;
+                break;
+            }
+            free -= used;
+            sent += 1;
+            bytes += total as u64;
+        }
+        if cur != c.ours {
+            c.ours = cur;
+            c.ring.set_tail(cur);
+            c.kick();
+        }
+        c.stats.packets += sent as u64;
+        c.stats.bytes += bytes;
+        Ok(sent)
+    }
+
+    /// Counts `n` frames dropped by the caller (ring full).
+    pub fn count_drops(&mut self, n: u64) {
+        self.core.stats.drops += n;
+    }
+}
+
+/// Slave-side buffer layout of one ring: slot `i` always uses the buffer at
+/// `base + i * buffer_size` of region `region`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BufferLayout {
+    pub region: u16,
+    pub base: u32,
+    pub buffer_size: u32,
+}
+
+impl BufferLayout {
+    #[inline]
+    fn offset(&self, slot: u16, mask: u16) -> u32 {
+        self.base + (slot & mask) as u32 * self.buffer_size
+    }
+}
+
+/// Slave transmit: produces on the S2M ring into its own buffers.
+#[derive(Debug)]
+pub struct SlaveTx {
+    core: QueueCore,
+    layout: BufferLayout,
+}
+queue_common!(SlaveTx);
+
+impl SlaveTx {
+    pub(crate) fn new(
+        ring: RingRef,
+        regions: Arc<[Arc<Region>]>,
+        notifier: Notifier,
+        link: Arc<Link>,
+        layout: BufferLayout,
+        max_frame: usize,
+    ) -> SlaveTx {
+        SlaveTx {
+            core: QueueCore {
+                ring,
+                regions,
+                notifier,
+                link,
+                ours: 0,
+                max_frame,
+                stats: QueueStats::default(),
+            },
+            layout,
+        }
+    }
+
+    /// Free descriptors (the master consumed up to tail).
+    pub fn free(&self) -> Result<u16, RingError> {
+        let tail = self.core.ring.tail();
+        let used = self.core.ours.wrapping_sub(tail);
+        let size = self.core.ring.size();
+        if used > size {
+            return Err(RingError::IndexOutOfRange {
+                head: self.core.ours,
+                tail,
+                size,
+            });
+        }
+        Ok(size - used)
+    }
+
+    /// Sends frames (chained over several buffers when longer than one);
+    /// returns how many were sent.
+    pub fn tx_burst<B: AsRef<[u8]>>(&mut self, frames: &[B]) -> Result<usize, RingError> {
+        let mut free = self.free()?;
+        let c = &mut self.core;
+        let mask = c.ring.size() - 1;
+        let bs = self.layout.buffer_size as usize;
+        let region = &c.regions[self.layout.region as usize];
+        let mut cur = c.ours;
+        let mut sent = 0;
+        for f in frames {
+            let f = f.as_ref();
+            if f.is_empty() || f.len() > c.max_frame {
+                c.stats.drops += 1;
+                sent += 1;
+                continue;
+            }
+            let need = f.len().div_ceil(bs);
+            if need > free as usize {
+                break;
+            }
+            for (k, chunk) in f.chunks(bs).enumerate() {
+                let off = self.layout.offset(cur, mask);
+                region.write(off as usize, chunk);
+                c.ring.set_desc(
+                    cur,
+                    Desc {
+                        flags: if k + 1 < need { DESC_FLAG_NEXT } else { 0 },
+                        region: self.layout.region,
+                        length: chunk.len() as u32,
+                        offset: off,
+                    },
+                );
+                cur = cur.wrapping_add(1);
+            }
+            free -= need as u16;
+            sent += 1;
+            c.stats.packets += 1;
+            c.stats.bytes += f.len() as u64;
+        }
+        if cur != c.ours {
+            c.ours = cur;
+            c.ring.set_head(cur);
+            c.kick();
+        }
+        Ok(sent)
+    }
+
+    /// Counts frames dropped by the caller.
+    pub fn count_drops(&mut self, n: u64) {
+        self.core.stats.drops += n;
+    }
+}
+
+/// Slave receive: posts its own buffers on the M2S ring and reads what the
+/// master filled.
+#[derive(Debug)]
+pub struct SlaveRx {
+    core: QueueCore,
+    layout: BufferLayout,
+    /// Counter up to which we have read (the master's tail we consumed).
+    read: u16,
+}
+queue_common!(SlaveRx);
+
+impl SlaveRx {
+    pub(crate) fn new(
+        ring: RingRef,
+        regions: Arc<[Arc<Region>]>,
+        notifier: Notifier,
+        link: Arc<Link>,
+        layout: BufferLayout,
+        max_frame: usize,
+    ) -> SlaveRx {
+        SlaveRx {
+            core: QueueCore {
+                ring,
+                regions,
+                notifier,
+                link,
+                ours: 0,
+                max_frame,
+                stats: QueueStats::default(),
+            },
+            layout,
+            read: 0,
+        }
+    }
+
+    fn post(&mut self, upto: u16) {
+        let c = &mut self.core;
+        let mask = c.ring.size() - 1;
+        while c.ours != upto {
+            c.ring.set_desc(
+                c.ours,
+                Desc {
+                    flags: 0,
+                    region: self.layout.region,
+                    length: self.layout.buffer_size,
+                    offset: self.layout.offset(c.ours, mask),
+                },
+            );
+            c.ours = c.ours.wrapping_add(1);
+        }
+        c.ring.set_head(c.ours);
+    }
+
+    /// Posts every buffer: call once the link is connected.
+    pub(crate) fn post_all(&mut self) {
+        let upto = self.read.wrapping_add(self.core.ring.size());
+        self.post(upto);
+    }
+
+    /// Unmasks (interrupt mode) or masks (polling) interrupts on the ring.
+    pub fn set_interrupts(&self, enabled: bool) {
+        self.core.set_interrupts(enabled)
+    }
+
+    /// Clears the eventfd after a wake-up.
+    pub fn ack_interrupt(&self) -> u64 {
+        self.core.notifier.drain()
+    }
+
+    /// Receives up to `bufs.len()` frames. The master is not trusted either:
+    /// lengths are bounded by our buffer size and offsets are our own.
+    pub fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, RingError> {
+        let c = &mut self.core;
+        let tail = c.ring.tail();
+        let avail = tail.wrapping_sub(self.read);
+        let size = c.ring.size();
+        if avail > size {
+            return Err(c.fail(RingError::IndexOutOfRange {
+                head: c.ours,
+                tail,
+                size,
+            }));
+        }
+        let mask = size - 1;
+        let region = &c.regions[self.layout.region as usize];
+        let end = self.read.wrapping_add(avail);
+        let mut cur = self.read;
+        let mut n = 0;
+        while n < bufs.len() && cur != end {
+            let start = cur;
+            let b = &mut bufs[n];
+            b.len = 0;
+            let mut complete = false;
+            while cur != end {
+                let d = c.ring.desc(cur);
+                let len = d.length.min(self.layout.buffer_size) as usize;
+                let at = b.len;
+                if at + len > b.data.len() || at + len > c.max_frame {
+                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
+                }
+                region.read(
+                    self.layout.offset(cur, mask) as usize,
+                    &mut b.data[at..at + len],
+                );
+                b.len += len;
+                cur = cur.wrapping_add(1);
+                if d.flags & DESC_FLAG_NEXT == 0 {
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete {
+                cur = start;
+                break;
+            }
+            c.stats.packets += 1;
+            c.stats.bytes += b.len as u64;
+            n += 1;
+        }
+        self.read = cur;
+        // Re-post what we consumed.
+        self.post(self.read.wrapping_add(size));
+        Ok(n)
+    }
+}

@@ -1,0 +1,413 @@
+//! A memif master socket served by its own thread: accepts slaves, runs the
+//! handshake for each, serves several interface ids, reports connections
+//! and disconnections as events, and disconnects on request.
+//!
+//! The thread never touches packet memory: connected queues are handed out
+//! in [`ServerEvent::Connected`] for a dataplane worker to own.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use super::master::{
+    Handshake, InterfaceConfig, Limits, Lookup, MasterConnection, Outcome, Reject,
+};
+use super::queue::Link;
+use super::socket::{Channel, Listener, SocketAddr, SocketError};
+use super::wire::{Disconnect, Message};
+use std::sync::Arc;
+
+/// Disconnect code we send with our reasons.
+pub const DISCONNECT_CODE: u32 = 0;
+
+/// Socket-wide settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Name sent in HELLO.
+    pub name: String,
+    /// Limits announced in HELLO (per-interface limits apply after INIT).
+    pub limits: Limits,
+    /// A slave that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            name: "memif-cni".into(),
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What happened on the socket.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// A slave completed the handshake; its queues are yours.
+    Connected(Box<MasterConnection>),
+    /// A connected interface went down.
+    Disconnected {
+        id: u32,
+        reason: String,
+        by_peer: bool,
+    },
+    /// A slave was refused during the handshake.
+    Rejected { id: Option<u32>, reason: String },
+}
+
+enum Cmd {
+    Add(InterfaceConfig),
+    Remove(u32),
+    Disconnect(u32, String),
+    Shutdown,
+}
+
+/// Controls a running server. Dropping it stops the thread and closes the
+/// listener and every connection.
+pub struct ServerHandle {
+    cmds: mpsc::Sender<Cmd>,
+    wake: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    fn send(&self, c: Cmd) {
+        if self.cmds.send(c).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+    /// Serves a new interface id on this socket.
+    pub fn add_interface(&self, cfg: InterfaceConfig) {
+        self.send(Cmd::Add(cfg))
+    }
+    /// Stops serving an id (disconnecting its peer).
+    pub fn remove_interface(&self, id: u32) {
+        self.send(Cmd::Remove(id))
+    }
+    /// Disconnects the peer of `id` with a reason (e.g. a bad descriptor).
+    pub fn disconnect(&self, id: u32, reason: impl Into<String>) {
+        self.send(Cmd::Disconnect(id, reason.into()))
+    }
+    pub fn addr(&self) -> &SocketAddr {
+        &self.addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts serving `listener` (already bound, possibly inside another netns)
+/// with the given interfaces.
+pub fn spawn(
+    listener: Listener,
+    cfg: ServerConfig,
+    interfaces: Vec<InterfaceConfig>,
+) -> Result<(ServerHandle, mpsc::Receiver<ServerEvent>), SocketError> {
+    listener.set_nonblocking()?;
+    let wake = Arc::new(
+        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| SocketError::Io("eventfd", e))?,
+    );
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let addr = listener.addr().clone();
+    let mut state = Loop {
+        listener,
+        cfg,
+        ifaces: interfaces
+            .into_iter()
+            .map(|c| (c.id, Iface { cfg: c, conn: None }))
+            .collect(),
+        conns: HashMap::new(),
+        next_token: 0,
+        events: ev_tx,
+    };
+    let w = wake.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("memif-srv {addr}"))
+        .spawn(move || state.run(&w, cmd_rx))
+        .map_err(|e| {
+            SocketError::Io("spawn", nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+    Ok((
+        ServerHandle {
+            cmds: cmd_tx,
+            wake,
+            thread: Some(thread),
+            addr,
+        },
+        ev_rx,
+    ))
+}
+
+struct Iface {
+    cfg: InterfaceConfig,
+    /// Token of the connection that holds this id (from INIT on).
+    conn: Option<u64>,
+}
+
+struct Conn {
+    chan: Channel,
+    hs: Handshake,
+    deadline: Option<Instant>,
+    link: Option<Arc<Link>>,
+}
+
+struct Loop {
+    listener: Listener,
+    cfg: ServerConfig,
+    ifaces: HashMap<u32, Iface>,
+    conns: HashMap<u64, Conn>,
+    next_token: u64,
+    events: mpsc::Sender<ServerEvent>,
+}
+
+impl Loop {
+    fn run(&mut self, wake: &EventFd, cmds: mpsc::Receiver<Cmd>) {
+        loop {
+            let tokens: Vec<u64> = self.conns.keys().copied().collect();
+            let (ready_wake, ready_listen, ready): (bool, bool, Vec<(u64, PollFlags)>) = {
+                let mut fds = Vec::with_capacity(2 + tokens.len());
+                fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                for t in &tokens {
+                    fds.push(PollFd::new(self.conns[t].chan.as_fd(), PollFlags::POLLIN));
+                }
+                let timeout = self.next_timeout();
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::Error::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "memif server poll failed; stopping");
+                        return;
+                    }
+                }
+                let rev = |p: &PollFd| p.revents().unwrap_or(PollFlags::empty());
+                (
+                    !rev(&fds[0]).is_empty(),
+                    !rev(&fds[1]).is_empty(),
+                    tokens
+                        .iter()
+                        .zip(&fds[2..])
+                        .filter(|(_, p)| !rev(p).is_empty())
+                        .map(|(t, p)| (*t, rev(p)))
+                        .collect(),
+                )
+            };
+            if ready_wake {
+                let _ = wake.read();
+                while let Ok(c) = cmds.try_recv() {
+                    if !self.on_cmd(c) {
+                        self.shutdown();
+                        return;
+                    }
+                }
+            }
+            if ready_listen {
+                self.accept_all();
+            }
+            for (t, _) in ready {
+                self.on_readable(t);
+            }
+            self.expire();
+        }
+    }
+
+    fn next_timeout(&self) -> PollTimeout {
+        let now = Instant::now();
+        match self.conns.values().filter_map(|c| c.deadline).min() {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(now).as_millis().min(60_000) as u16;
+                PollTimeout::from(ms.max(1))
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, c: Cmd) -> bool {
+        match c {
+            Cmd::Add(cfg) => {
+                let id = cfg.id;
+                match self.ifaces.get_mut(&id) {
+                    Some(i) => i.cfg = cfg,
+                    None => {
+                        self.ifaces.insert(id, Iface { cfg, conn: None });
+                    }
+                }
+            }
+            Cmd::Remove(id) => {
+                if let Some(i) = self.ifaces.remove(&id) {
+                    if let Some(t) = i.conn {
+                        self.close(t, Some("interface deleted".into()), false);
+                    }
+                }
+            }
+            Cmd::Disconnect(id, reason) => {
+                if let Some(t) = self.ifaces.get(&id).and_then(|i| i.conn) {
+                    self.close(t, Some(reason), false);
+                }
+            }
+            Cmd::Shutdown => return false,
+        }
+        true
+    }
+
+    fn shutdown(&mut self) {
+        let tokens: Vec<u64> = self.conns.keys().copied().collect();
+        for t in tokens {
+            self.close(t, Some("memif server shutting down".into()), false);
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok(Some(chan)) => {
+                    let (hs, hello) = Handshake::start(&self.cfg.name, self.cfg.limits);
+                    if let Err(e) = chan.send(&hello, None) {
+                        tracing::warn!(error = %e, "sending HELLO failed");
+                        continue;
+                    }
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    tracing::debug!(socket = %self.listener.addr(), token = t, peer = ?chan.peer_credentials(), "memif slave connected");
+                    self.conns.insert(
+                        t,
+                        Conn {
+                            chan,
+                            hs,
+                            deadline: Some(Instant::now() + self.cfg.handshake_timeout),
+                            link: None,
+                        },
+                    );
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_readable(&mut self, t: u64) {
+        let Some(conn) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let rx = match conn.chan.recv() {
+            Ok(rx) => rx,
+            Err(SocketError::Closed) => {
+                self.close(t, None, true);
+                return;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.close(t, Some(reason), false);
+                return;
+            }
+        };
+        let ifaces = &mut self.ifaces;
+        let lookup = |id: u32| match ifaces.get_mut(&id) {
+            None => Lookup::Unknown,
+            Some(i) if i.conn.is_some() => Lookup::AlreadyConnected,
+            Some(i) => {
+                i.conn = Some(t);
+                Lookup::Found(i.cfg.clone())
+            }
+        };
+        match conn.hs.on_message(rx, lookup) {
+            Ok(Outcome::Reply(m)) => {
+                if let Err(e) = conn.chan.send(&m, None) {
+                    self.close(t, Some(e.to_string()), true);
+                }
+            }
+            Ok(Outcome::Connected(c, m)) => {
+                if let Err(e) = conn.chan.send(&m, None) {
+                    self.close(t, Some(e.to_string()), true);
+                    return;
+                }
+                conn.deadline = None;
+                conn.link = Some(c.link.clone());
+                tracing::info!(socket = %self.listener.addr(), id = c.id, peer = %c.peer_name,
+                    s2m = c.rx.len(), m2s = c.tx.len(), regions = c.regions.len(), "memif connected");
+                let _ = self.events.send(ServerEvent::Connected(c));
+            }
+            Err(Reject::Peer(d)) => self.close(t, Some(format!("peer: {}", d.reason)), true),
+            Err(Reject::Protocol(reason)) => self.close(t, Some(reason), false),
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            self.close(t, Some("handshake timed out".into()), false);
+        }
+    }
+
+    /// Ends connection `t`. `reason` is sent as DISCONNECT when we are the
+    /// one ending it (`by_peer == false`).
+    fn close(&mut self, t: u64, reason: Option<String>, by_peer: bool) {
+        let Some(conn) = self.conns.remove(&t) else {
+            return;
+        };
+        let reason = reason.unwrap_or_else(|| "peer closed the connection".into());
+        if !by_peer {
+            let _ = conn.chan.send(
+                &Message::Disconnect(Disconnect {
+                    code: DISCONNECT_CODE,
+                    reason: reason.clone(),
+                }),
+                None,
+            );
+        }
+        let id = conn.hs.id();
+        if let Some(id) = id {
+            if let Some(i) = self.ifaces.get_mut(&id) {
+                if i.conn == Some(t) {
+                    i.conn = None;
+                }
+            }
+        }
+        match (conn.link, id) {
+            (Some(link), Some(id)) => {
+                link.set_down();
+                tracing::info!(socket = %self.listener.addr(), id, %reason, by_peer, "memif disconnected");
+                let _ = self.events.send(ServerEvent::Disconnected {
+                    id,
+                    reason,
+                    by_peer,
+                });
+            }
+            _ => {
+                tracing::warn!(socket = %self.listener.addr(), ?id, %reason, "memif slave rejected");
+                let _ = self.events.send(ServerEvent::Rejected { id, reason });
+            }
+        }
+    }
+}
