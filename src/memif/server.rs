@@ -387,12 +387,11 @@ impl Loop {
             );
         }
         let id = conn.hs.id();
-        if let Some(id) = id {
-            if let Some(i) = self.ifaces.get_mut(&id) {
-                if i.conn == Some(t) {
-                    i.conn = None;
-                }
-            }
+        // Free the id this connection held. The lookup reserves it before
+        // INIT's mode and secret checks, so a refused INIT holds it too even
+        // though the handshake never learned the id.
+        for i in self.ifaces.values_mut().filter(|i| i.conn == Some(t)) {
+            i.conn = None;
         }
         match (conn.link, id) {
             (Some(link), Some(id)) => {

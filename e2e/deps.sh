@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests and the benchmark need from Debian's packages,
+# only when missing. Needs root (apt-get).
+set -euo pipefail
+
+pkgs=(dpdk dpdk-dev librte-net-memif23 iproute2 util-linux procps)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+command -v dpdk-testpmd >/dev/null || { echo "deps: dpdk-testpmd not found after install" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "deps: cargo not found (install a Rust toolchain)" >&2; exit 1; }
