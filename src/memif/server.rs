@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// A slave that has not finished its handshake by then is dropped.
     pub handshake_timeout: Duration,
+    /// Connections still in their handshake beyond this are refused at
+    /// once, so a peer cannot exhaust our fds by connecting in a loop.
+    pub max_pending: usize,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             name: "memif-cni".into(),
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(5),
+            max_pending: 64,
         }
     }
 }
@@ -283,6 +287,18 @@ impl Loop {
         loop {
             match self.listener.accept() {
                 Ok(Some(chan)) => {
+                    let pending = self.conns.values().filter(|c| c.link.is_none()).count();
+                    if pending >= self.cfg.max_pending {
+                        tracing::warn!(socket = %self.listener.addr(), pending, "too many handshakes in progress; refusing a slave");
+                        let _ = chan.send(
+                            &Message::Disconnect(Disconnect {
+                                code: DISCONNECT_CODE,
+                                reason: "too many connections in progress".into(),
+                            }),
+                            None,
+                        );
+                        continue;
+                    }
                     let (hs, hello) = Handshake::start(&self.cfg.name, self.cfg.limits);
                     if let Err(e) = chan.send(&hello, None) {
                         tracing::warn!(error = %e, "sending HELLO failed");
