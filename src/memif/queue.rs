@@ -459,12 +459,15 @@ impl MasterTx {
         let c = &mut self.core;
         let mut cur = c.ours;
         let mut sent = 0;
+        let mut dropped = 0;
         let mut bytes = 0u64;
         while sent < n {
             let total = len(sent);
             if total == 0 || total > c.max_frame {
-                // Never send empty or oversize frames: drop and go on.
+                // Never send empty or oversize frames: drop and go on. They
+                // count as consumed (`sent`) but not as packets.
                 c.stats.drops += 1;
+                dropped += 1;
                 sent += 1;
                 continue;
             }
@@ -495,6 +498,14 @@ impl MasterTx {
             }
             if !fits {
                 cur = start;
+                if used == c.ring.size() {
+                    // Needs more buffers than the whole ring holds: it can
+                    // never be sent, so drop it rather than stall.
+                    c.stats.drops += 1;
+                    dropped += 1;
+                    sent += 1;
+                    continue;
+                }
                 break;
             }
             free -= used;
@@ -506,7 +517,7 @@ impl MasterTx {
             c.ring.set_tail(cur);
             c.kick();
         }
-        c.stats.packets += sent as u64;
+        c.stats.packets += (sent - dropped) as u64;
         c.stats.bytes += bytes;
         Ok(sent)
     }
@@ -597,6 +608,12 @@ impl SlaveTx {
                 continue;
             }
             let need = f.len().div_ceil(bs);
+            if need > c.ring.size() as usize {
+                // More buffers than the ring has: can never be sent.
+                c.stats.drops += 1;
+                sent += 1;
+                continue;
+            }
             if need > free as usize {
                 break;
             }

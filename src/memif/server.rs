@@ -337,7 +337,14 @@ impl Loop {
                 return;
             }
             Err(e) => {
-                let reason = e.to_string();
+                // The peer gets the whole cause ("malformed message: message
+                // is 64 bytes, ..."), not just the outer error.
+                let mut reason = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    reason = format!("{reason}: {s}");
+                    src = s.source();
+                }
                 self.close(t, Some(reason), false);
                 return;
             }

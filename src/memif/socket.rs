@@ -91,6 +91,10 @@ pub struct Received {
     pub creds: Option<UnixCredentials>,
 }
 
+/// Most fds Linux passes in one `SCM_RIGHTS` message (`SCM_MAX_FD`; a
+/// sender asking for more gets `EINVAL`).
+const SCM_MAX_FD: usize = 253;
+
 /// A listening memif socket.
 #[derive(Debug)]
 pub struct Listener {
@@ -221,11 +225,14 @@ impl Channel {
 
     /// Receives one message. The data buffer is larger than a message so an
     /// oversize one is detected (and rejected) rather than silently cut; the
-    /// control buffer fits one fd plus one `ucred`, so `MSG_CTRUNC` cannot
-    /// drop a legitimate fd.
+    /// control buffer fits as many fds as the kernel passes in one message
+    /// plus one `ucred`, so `MSG_CTRUNC` cannot happen: on truncation the
+    /// kernel has already installed the fds that fit, and nix refuses to
+    /// iterate a truncated buffer, so they would leak. Every fd received is
+    /// owned at once and closed on every error path (e.g. more than one).
     pub fn recv(&self) -> Result<Received, SocketError> {
         let mut buf = [0u8; MSG_SIZE * 2];
-        let mut cmsg = nix::cmsg_space!([RawFd; 2], UnixCredentials);
+        let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD], UnixCredentials);
         let (len, flags, fds, creds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match recvmsg::<()>(
