@@ -347,6 +347,24 @@ fn traffic(q: &mut Queues, o: &PeerOpts) -> Result<PeerReport, PeerError> {
         if iter % 1024 == 0 {
             let now = Instant::now();
             if !q.is_up() {
+                // Frames the peer published just before it left are still
+                // in the ring (our mapping outlives the link): count them.
+                // At most one ring's worth per queue, so a departed peer
+                // that keeps writing cannot hold us here.
+                if o.action != Action::Tx {
+                    for qi in 0..nrx {
+                        let mut left = 1usize << crate::memif::shm::MAX_LOG2_RING_SIZE;
+                        while left > 0 && r.rx_packets < limit {
+                            let m = burst.min(left).min((limit - r.rx_packets) as usize);
+                            let Ok(n @ 1..) = q.rx(qi, &mut bufs[..m]) else {
+                                break;
+                            };
+                            left -= n;
+                            r.rx_packets += n as u64;
+                            r.rx_bytes += bufs[..n].iter().map(|b| b.len() as u64).sum::<u64>();
+                        }
+                    }
+                }
                 r.disconnected = Some("link down".into());
                 break;
             }
