@@ -185,6 +185,39 @@ struct QueueCore {
 }
 
 impl QueueCore {
+    fn new(
+        ring: RingRef,
+        regions: Arc<[Arc<Region>]>,
+        notifier: Notifier,
+        link: Arc<Link>,
+        ours: u16,
+        max_frame: usize,
+    ) -> QueueCore {
+        QueueCore {
+            ring,
+            regions,
+            notifier,
+            link,
+            ours,
+            max_frame,
+            stats: QueueStats::default(),
+        }
+    }
+
+    /// Master side: descriptors the slave has published past our tail
+    /// (filled frames on S2M, posted buffers on M2S), bounded by the ring.
+    fn slave_ahead(&self) -> Result<u16, RingError> {
+        let head = self.ring.head();
+        let n = head.wrapping_sub(self.ours);
+        if n > self.ring.size() {
+            return Err(self.fail(RingError::IndexOutOfRange {
+                head,
+                tail: self.ours,
+                size: self.ring.size(),
+            }));
+        }
+        Ok(n)
+    }
     #[inline]
     fn region_for(&self, slot: u16, d: &Desc) -> Result<&Region, RingError> {
         let r = self
@@ -278,15 +311,7 @@ impl MasterRx {
     ) -> MasterRx {
         let ours = ring.tail();
         MasterRx {
-            core: QueueCore {
-                ring,
-                regions,
-                notifier,
-                link,
-                ours,
-                max_frame,
-                stats: QueueStats::default(),
-            },
+            core: QueueCore::new(ring, regions, notifier, link, ours, max_frame),
         }
     }
 
@@ -303,16 +328,7 @@ impl MasterRx {
 
     /// Descriptors ready to be read.
     pub fn pending(&self) -> Result<u16, RingError> {
-        let head = self.core.ring.head();
-        let n = head.wrapping_sub(self.core.ours);
-        if n > self.core.ring.size() {
-            return Err(self.core.fail(RingError::IndexOutOfRange {
-                head,
-                tail: self.core.ours,
-                size: self.core.ring.size(),
-            }));
-        }
-        Ok(n)
+        self.core.slave_ahead()
     }
 
     /// Receives up to `bufs.len()` frames, copying each (chains joined) into
@@ -408,30 +424,13 @@ impl MasterTx {
     ) -> MasterTx {
         let ours = ring.tail();
         MasterTx {
-            core: QueueCore {
-                ring,
-                regions,
-                notifier,
-                link,
-                ours,
-                max_frame,
-                stats: QueueStats::default(),
-            },
+            core: QueueCore::new(ring, regions, notifier, link, ours, max_frame),
         }
     }
 
     /// Buffers the slave has posted and we have not filled.
     pub fn free(&self) -> Result<u16, RingError> {
-        let head = self.core.ring.head();
-        let n = head.wrapping_sub(self.core.ours);
-        if n > self.core.ring.size() {
-            return Err(self.core.fail(RingError::IndexOutOfRange {
-                head,
-                tail: self.core.ours,
-                size: self.core.ring.size(),
-            }));
-        }
-        Ok(n)
+        self.core.slave_ahead()
     }
 
     /// Sends frames; returns how many were sent. Frames that do not fit the
@@ -562,15 +561,7 @@ impl SlaveTx {
         max_frame: usize,
     ) -> SlaveTx {
         SlaveTx {
-            core: QueueCore {
-                ring,
-                regions,
-                notifier,
-                link,
-                ours: 0,
-                max_frame,
-                stats: QueueStats::default(),
-            },
+            core: QueueCore::new(ring, regions, notifier, link, 0, max_frame),
             layout,
         }
     }
@@ -671,15 +662,7 @@ impl SlaveRx {
         max_frame: usize,
     ) -> SlaveRx {
         SlaveRx {
-            core: QueueCore {
-                ring,
-                regions,
-                notifier,
-                link,
-                ours: 0,
-                max_frame,
-                stats: QueueStats::default(),
-            },
+            core: QueueCore::new(ring, regions, notifier, link, 0, max_frame),
             layout,
             read: 0,
         }
