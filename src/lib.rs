@@ -5,6 +5,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod agent;
+pub mod api;
 pub mod ctl;
 pub mod memif;
 pub mod netns;

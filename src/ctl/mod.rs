@@ -1,6 +1,8 @@
 //! memifctl: the operator's commands. The binary only parses arguments.
 
+pub mod client;
 pub mod peer;
+pub mod show;
 
 /// Sets up logging to stderr: `level` or `MEMIF_LOG`/`RUST_LOG`, default info.
 pub fn init_logging(level: Option<&str>) {

@@ -1,0 +1,1 @@
+//! Pod annotations from the Kubernetes API.

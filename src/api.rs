@@ -1,0 +1,566 @@
+//! The plugin/memifctl <-> memifd API: messages, their protocol version and
+//! framing, and a small blocking client.
+//!
+//! Transport: a unix stream socket (default [`DEFAULT_SOCKET`], mode 0600).
+//! Each message is one line of JSON (no embedded newlines, at most
+//! [`MAX_MESSAGE`] bytes); a connection carries any number of request/reply
+//! pairs in lock-step. Every request and reply carries `"api": API_VERSION`;
+//! memifd answers a request of another version with [`ErrorCode::Version`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::memif::wire::Mode;
+
+/// The version of this API. Bumped on any incompatible change.
+pub const API_VERSION: u32 = 1;
+/// Where memifd listens by default.
+pub const DEFAULT_SOCKET: &str = "/run/memif-cni/memifd.sock";
+/// Largest request or reply line accepted, in bytes.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// Identity of an attachment, as the CNI spec defines it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl std::fmt::Display for AttachmentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.container_id, self.ifname)
+    }
+}
+
+/// How the dataplane reads an interface's rx rings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxMode {
+    /// Busy-poll the rings: lowest latency, one core at 100%.
+    Polling,
+    /// Sleep until the peer signals the ring's eventfd.
+    Interrupt,
+    /// Poll while traffic flows, fall back to interrupts when idle.
+    #[default]
+    Adaptive,
+}
+
+impl std::str::FromStr for RxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RxMode, String> {
+        match s {
+            "polling" => Ok(RxMode::Polling),
+            "interrupt" => Ok(RxMode::Interrupt),
+            // CalicoVPP's "default" leaves the choice to the dataplane.
+            "adaptive" | "default" => Ok(RxMode::Adaptive),
+            other => Err(format!(
+                "unknown rx mode {other:?} (expected polling, interrupt, adaptive or default)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RxMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RxMode::Polling => "polling",
+            RxMode::Interrupt => "interrupt",
+            RxMode::Adaptive => "adaptive",
+        })
+    }
+}
+
+/// The memif a pod gets: everything memifd needs to serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemifSpec {
+    /// Interface id the client asks for (CalicoVPP uses 0).
+    pub id: u32,
+    /// `ethernet` (isl3 false) or `ip` (isl3 true).
+    pub mode: Mode,
+    /// Pod-to-node queues (slave-to-master rings) accepted.
+    pub rx_queues: u16,
+    /// Node-to-pod queues (master-to-slave rings) accepted.
+    pub tx_queues: u16,
+    /// Largest ring accepted, in descriptors (a power of two, 2..=16384).
+    pub ring_size: u32,
+    /// Buffer size the node advertises for its side, in bytes.
+    pub buffer_size: u32,
+    pub rx_mode: RxMode,
+    /// Secret the client must present; `None` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The memif's MAC (ethernet mode), `aa:bb:cc:dd:ee:ff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Default for MemifSpec {
+    fn default() -> MemifSpec {
+        MemifSpec {
+            id: 0,
+            mode: Mode::Ethernet,
+            rx_queues: 1,
+            tx_queues: 1,
+            ring_size: 1024,
+            buffer_size: 2048,
+            rx_mode: RxMode::Adaptive,
+            secret: None,
+            mac: None,
+        }
+    }
+}
+
+/// The Kubernetes pod a request is for (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Ask memifd for a memif server in a pod netns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachRequest {
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// CNI network name; networks are isolated from each other.
+    pub network: String,
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    pub netns: PathBuf,
+    /// Listener address inside the pod netns; default `@<ifname>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    pub spec: MemifSpec,
+    /// The pod's addresses on this interface (each a /32 or /128).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+impl AttachRequest {
+    /// The listener address: the configured one or `@<ifname>`.
+    pub fn socket_name(&self) -> String {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| format!("@{}", self.key.ifname))
+    }
+}
+
+/// One valid attachment in a GC request (`cni.dev/valid-attachments`).
+pub type ValidAttachment = AttachmentKey;
+
+/// Requests, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Create (or return the identical existing) attachment.
+    Attach(AttachRequest),
+    /// Remove an attachment; unknown ones succeed.
+    Detach(AttachmentKey),
+    /// One attachment, with its connection and counters.
+    Get(AttachmentKey),
+    /// All attachments, optionally of one network.
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+    /// memifd's health, gates and limits.
+    Status,
+    /// Drop every attachment of `network` that is not in `valid`.
+    Gc {
+        network: String,
+        valid: Vec<ValidAttachment>,
+    },
+    /// The pod's memif-related annotations from the Kubernetes API.
+    PodAnnotations(PodRef),
+}
+
+/// A request as sent: the version and the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub api: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Why memifd refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The request is not valid JSON or misses fields.
+    BadRequest,
+    /// The request's API version is not ours.
+    Version,
+    /// `get` of an unknown attachment.
+    NotFound,
+    /// `attach` of a key that exists with different parameters.
+    Conflict,
+    /// The spec exceeds the node's maximum or is invalid.
+    InvalidSpec,
+    /// The memif feature gate is off.
+    Disabled,
+    /// The netns does not exist or cannot be entered.
+    Netns,
+    /// The listener could not be bound (e.g. the name is taken).
+    Bind,
+    /// The Kubernetes API is not configured or failed.
+    Kube,
+    /// Persisting state failed, or another internal error.
+    Internal,
+}
+
+/// An error reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Per-interface counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IfStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames dropped, by reason (`no-route`, `tx-ring-full`, ...).
+    pub drops: BTreeMap<String, u64>,
+    /// Bad descriptors and other peer errors.
+    pub errors: u64,
+    /// Times a slave connected.
+    pub connects: u64,
+    /// Times a slave disconnected (either side).
+    pub disconnects: u64,
+}
+
+/// A shared-memory region of a connected interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionInfo {
+    pub index: u16,
+    pub size: u64,
+    pub fd: i32,
+}
+
+/// One ring of a connected interface, read live from shared memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RingState {
+    pub index: u16,
+    pub region: u16,
+    pub offset: u32,
+    /// Descriptors.
+    pub size: u32,
+    pub int_fd: i32,
+    pub head: u16,
+    pub tail: u16,
+    pub flags: u16,
+    /// Interrupts signalled on this ring (towards the peer for m2s rings,
+    /// received for s2m rings).
+    pub interrupts: u64,
+}
+
+/// The live connection of an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInfo {
+    pub peer_name: String,
+    pub mode: Mode,
+    pub conn_fd: i32,
+    pub buffer_size: u32,
+    pub regions: Vec<RegionInfo>,
+    /// Slave-to-master rings (our rx).
+    pub s2m: Vec<RingState>,
+    /// Master-to-slave rings (our tx).
+    pub m2s: Vec<RingState>,
+}
+
+/// An attachment as memifd holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentInfo {
+    pub request: AttachRequest,
+    /// memifd's id for the listener socket (VPP's socket-id).
+    pub socket_id: u32,
+    /// The listener's fd in memifd, -1 if it is not bound.
+    pub listener_fd: i32,
+    /// Unix seconds when the attachment was created.
+    pub created: u64,
+    /// `None` while no client is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionInfo>,
+    pub stats: IfStats,
+}
+
+/// The node-wide upper bound of interface specs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxSpec {
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub ring_size: u32,
+    pub buffer_size: u32,
+}
+
+impl Default for MaxSpec {
+    fn default() -> MaxSpec {
+        MaxSpec {
+            rx_queues: 16,
+            tx_queues: 16,
+            ring_size: 16384,
+            buffer_size: 65536,
+        }
+    }
+}
+
+/// memifd's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusInfo {
+    /// memifd's package version.
+    pub version: String,
+    pub api: u32,
+    pub memif_enabled: bool,
+    /// The feature gates as configured (CALICOVPP_FEATURE_GATES shape).
+    pub feature_gates: BTreeMap<String, bool>,
+    pub max_spec: MaxSpec,
+    pub attachments: usize,
+    pub connected: usize,
+    /// Whether a Kubernetes API client is configured.
+    pub kube: bool,
+    pub uptime_secs: u64,
+    pub state_file: PathBuf,
+}
+
+/// Replies, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    /// To attach and get.
+    Attachment(Box<AttachmentInfo>),
+    /// To detach: whether there was such an attachment.
+    Detached {
+        existed: bool,
+    },
+    /// To list.
+    Attachments {
+        items: Vec<AttachmentInfo>,
+    },
+    Status(Box<StatusInfo>),
+    /// To gc: what was removed.
+    Collected {
+        removed: Vec<AttachmentKey>,
+    },
+    /// To pod-annotations: only keys under `cni.projectcalico.org/` and
+    /// `k8s.v1.cni.cncf.io/`.
+    Annotations {
+        annotations: BTreeMap<String, String>,
+    },
+    Error(ApiError),
+}
+
+/// A reply as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyEnvelope {
+    pub api: u32,
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+/// Client-side failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach memifd at {path}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to memifd")]
+    Io(#[source] std::io::Error),
+    #[error("memifd closed the connection")]
+    Closed,
+    #[error("memifd sent an unreadable reply")]
+    Decode(#[source] serde_json::Error),
+    #[error("memifd speaks API version {0}, we speak {API_VERSION}")]
+    Version(u32),
+    #[error("memifd: {0}")]
+    Api(ApiError),
+    #[error("memifd sent an unexpected reply to {0}")]
+    Unexpected(&'static str),
+}
+
+/// A blocking client: one connection, lock-step requests.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects with a timeout applied to every read and write.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Client, ClientError> {
+        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        s.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(ClientError::Io)?;
+        let writer = s.try_clone().map_err(ClientError::Io)?;
+        Ok(Client {
+            reader: BufReader::new(s),
+            writer,
+        })
+    }
+
+    /// Sends one request and returns its reply; an error reply becomes
+    /// [`ClientError::Api`].
+    pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let mut line = serde_json::to_vec(&RequestEnvelope {
+            api: API_VERSION,
+            request,
+        })
+        .expect("requests serialize");
+        line.push(b'\n');
+        self.writer.write_all(&line).map_err(ClientError::Io)?;
+        let mut buf = Vec::new();
+        let n = Read::take(&mut self.reader, MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(ClientError::Io)?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        let env: ReplyEnvelope = serde_json::from_slice(&buf).map_err(ClientError::Decode)?;
+        if env.api != API_VERSION {
+            return Err(ClientError::Version(env.api));
+        }
+        match env.reply {
+            Reply::Error(e) => Err(ClientError::Api(e)),
+            r => Ok(r),
+        }
+    }
+
+    pub fn attach(&mut self, req: AttachRequest) -> Result<AttachmentInfo, ClientError> {
+        match self.call(Request::Attach(req))? {
+            Reply::Attachment(a) => Ok(*a),
+            _ => Err(ClientError::Unexpected("attach")),
+        }
+    }
+
+    pub fn detach(&mut self, key: AttachmentKey) -> Result<bool, ClientError> {
+        match self.call(Request::Detach(key))? {
+            Reply::Detached { existed } => Ok(existed),
+            _ => Err(ClientError::Unexpected("detach")),
+        }
+    }
+
+    pub fn get(&mut self, key: AttachmentKey) -> Result<AttachmentInfo, ClientError> {
+        match self.call(Request::Get(key))? {
+            Reply::Attachment(a) => Ok(*a),
+            _ => Err(ClientError::Unexpected("get")),
+        }
+    }
+
+    pub fn list(&mut self, network: Option<String>) -> Result<Vec<AttachmentInfo>, ClientError> {
+        match self.call(Request::List { network })? {
+            Reply::Attachments { items } => Ok(items),
+            _ => Err(ClientError::Unexpected("list")),
+        }
+    }
+
+    pub fn status(&mut self) -> Result<StatusInfo, ClientError> {
+        match self.call(Request::Status)? {
+            Reply::Status(s) => Ok(*s),
+            _ => Err(ClientError::Unexpected("status")),
+        }
+    }
+
+    pub fn gc(
+        &mut self,
+        network: String,
+        valid: Vec<ValidAttachment>,
+    ) -> Result<Vec<AttachmentKey>, ClientError> {
+        match self.call(Request::Gc { network, valid })? {
+            Reply::Collected { removed } => Ok(removed),
+            _ => Err(ClientError::Unexpected("gc")),
+        }
+    }
+
+    pub fn pod_annotations(
+        &mut self,
+        pod: PodRef,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        match self.call(Request::PodAnnotations(pod))? {
+            Reply::Annotations { annotations } => Ok(annotations),
+            _ => Err(ClientError::Unexpected("pod-annotations")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_shape() {
+        let r = RequestEnvelope {
+            api: API_VERSION,
+            request: Request::Detach(AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "memif-eth1".into(),
+            }),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"api":1,"op":"detach","containerId":"c1","ifname":"memif-eth1"}"#
+        );
+        assert_eq!(serde_json::from_str::<RequestEnvelope>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn attach_round_trips_and_defaults_socket() {
+        let req = AttachRequest {
+            key: AttachmentKey {
+                container_id: "c".into(),
+                ifname: "memif-eth1".into(),
+            },
+            network: "blue".into(),
+            netns: "/var/run/netns/p".into(),
+            socket: None,
+            spec: MemifSpec::default(),
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            pod: None,
+        };
+        assert_eq!(req.socket_name(), "@memif-eth1");
+        let s = serde_json::to_string(&Request::Attach(req.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Request>(&s).unwrap(),
+            Request::Attach(req)
+        );
+    }
+
+    #[test]
+    fn rx_mode_parses_calicovpp_names() {
+        assert_eq!("default".parse::<RxMode>().unwrap(), RxMode::Adaptive);
+        assert_eq!("polling".parse::<RxMode>().unwrap(), RxMode::Polling);
+        assert!("fast".parse::<RxMode>().unwrap_err().contains("fast"));
+    }
+}

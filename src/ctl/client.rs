@@ -1,0 +1,1 @@
+//! `memifctl client`: a memif slave for troubleshooting.

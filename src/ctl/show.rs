@@ -1,0 +1,1 @@
+//! `memifctl show ...`: renders memifd state.
