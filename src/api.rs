@@ -163,7 +163,7 @@ pub type ValidAttachment = AttachmentKey;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     /// Create (or return the identical existing) attachment.
-    Attach(AttachRequest),
+    Attach(Box<AttachRequest>),
     /// Remove an attachment; unknown ones succeed.
     Detach(AttachmentKey),
     /// One attachment, with its connection and counters.
@@ -458,7 +458,7 @@ impl Client {
     }
 
     pub fn attach(&mut self, req: AttachRequest) -> Result<AttachmentInfo, ClientError> {
-        match self.call(Request::Attach(req))? {
+        match self.call(Request::Attach(Box::new(req)))? {
             Reply::Attachment(a) => Ok(*a),
             _ => Err(ClientError::Unexpected("attach")),
         }
@@ -550,10 +550,10 @@ mod tests {
             pod: None,
         };
         assert_eq!(req.socket_name(), "@memif-eth1");
-        let s = serde_json::to_string(&Request::Attach(req.clone())).unwrap();
+        let s = serde_json::to_string(&Request::Attach(Box::new(req.clone()))).unwrap();
         assert_eq!(
             serde_json::from_str::<Request>(&s).unwrap(),
-            Request::Attach(req)
+            Request::Attach(Box::new(req))
         );
     }
 
