@@ -124,6 +124,9 @@ pub struct MasterConnection {
     pub link: Arc<Link>,
     pub s2m_rings: Vec<RingInfo>,
     pub m2s_rings: Vec<RingInfo>,
+    /// The control channel's fd number in the server (for `show memif`);
+    /// -1 until a server fills it in.
+    pub control_fd: i32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -392,6 +395,7 @@ impl Handshake {
             link,
             s2m_rings,
             m2s_rings,
+            control_fd: -1,
         };
         Ok(Outcome::Connected(
             Box::new(conn),

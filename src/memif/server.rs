@@ -6,7 +6,7 @@
 //! in [`ServerEvent::Connected`] for a dataplane worker to own.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,19 +65,108 @@ pub enum ServerEvent {
     Rejected { id: Option<u32>, reason: String },
 }
 
+/// memifd's number for a listener socket (VPP's socket-id).
+pub type SocketId = u32;
+
+/// Receives what happens on the sockets, on the server thread: keep it
+/// short (forward to a channel).
+pub type EventSink = Box<dyn FnMut(SocketId, ServerEvent) + Send>;
+
 enum Cmd {
-    Add(InterfaceConfig),
-    Remove(u32),
-    Disconnect(u32, String),
+    AddSocket(SocketId, Listener, Vec<InterfaceConfig>),
+    RemoveSocket(SocketId),
+    Add(SocketId, InterfaceConfig),
+    Remove(SocketId, u32),
+    Disconnect(SocketId, u32, String),
     Shutdown,
 }
 
-/// Controls a running server. Dropping it stops the thread and closes the
-/// listener and every connection.
-pub struct ServerHandle {
+/// One thread serving any number of listener sockets: memifd binds each
+/// pod's listener inside the pod netns and hands it over here. Dropping it
+/// stops the thread and closes every listener and connection.
+pub struct Server {
     cmds: mpsc::Sender<Cmd>,
     wake: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts the server thread with no sockets.
+    pub fn spawn(cfg: ServerConfig, sink: EventSink) -> Result<Server, SocketError> {
+        let wake = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| SocketError::Io("eventfd", e))?,
+        );
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let mut state = Loop {
+            cfg,
+            sockets: HashMap::new(),
+            conns: HashMap::new(),
+            next_token: 0,
+            sink,
+        };
+        let w = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("memif-control".into())
+            .spawn(move || state.run(&w, cmd_rx))
+            .map_err(|e| {
+                SocketError::Io("spawn", nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
+            })?;
+        Ok(Server {
+            cmds: cmd_tx,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, c: Cmd) {
+        if self.cmds.send(c).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Serves `listener` (already bound, possibly inside another netns) as
+    /// socket `id` with the given interfaces. An existing socket `id` is
+    /// replaced (its connections closed).
+    pub fn add_socket(&self, id: SocketId, listener: Listener, ifaces: Vec<InterfaceConfig>) {
+        self.send(Cmd::AddSocket(id, listener, ifaces))
+    }
+    /// Closes socket `id`, its listener and every connection on it.
+    pub fn remove_socket(&self, id: SocketId) {
+        self.send(Cmd::RemoveSocket(id))
+    }
+    /// Serves a new interface id on socket `sock`.
+    pub fn add_interface(&self, sock: SocketId, cfg: InterfaceConfig) {
+        self.send(Cmd::Add(sock, cfg))
+    }
+    /// Stops serving an id (disconnecting its peer).
+    pub fn remove_interface(&self, sock: SocketId, id: u32) {
+        self.send(Cmd::Remove(sock, id))
+    }
+    /// Disconnects the peer of `id` with a reason (e.g. a bad descriptor).
+    pub fn disconnect(&self, sock: SocketId, id: u32, reason: impl Into<String>) {
+        self.send(Cmd::Disconnect(sock, id, reason.into()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Controls a server of one socket (see [`spawn`]).
+pub struct ServerHandle {
+    server: Server,
     addr: SocketAddr,
 }
 
@@ -89,80 +178,50 @@ impl std::fmt::Debug for ServerHandle {
     }
 }
 
+const ONLY_SOCKET: SocketId = 0;
+
 impl ServerHandle {
-    fn send(&self, c: Cmd) {
-        if self.cmds.send(c).is_ok() {
-            let _ = self.wake.write(1);
-        }
-    }
     /// Serves a new interface id on this socket.
     pub fn add_interface(&self, cfg: InterfaceConfig) {
-        self.send(Cmd::Add(cfg))
+        self.server.add_interface(ONLY_SOCKET, cfg)
     }
     /// Stops serving an id (disconnecting its peer).
     pub fn remove_interface(&self, id: u32) {
-        self.send(Cmd::Remove(id))
+        self.server.remove_interface(ONLY_SOCKET, id)
     }
     /// Disconnects the peer of `id` with a reason (e.g. a bad descriptor).
     pub fn disconnect(&self, id: u32, reason: impl Into<String>) {
-        self.send(Cmd::Disconnect(id, reason.into()))
+        self.server.disconnect(ONLY_SOCKET, id, reason)
     }
     pub fn addr(&self) -> &SocketAddr {
         &self.addr
     }
 }
 
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.send(Cmd::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Starts serving `listener` (already bound, possibly inside another netns)
-/// with the given interfaces.
+/// Starts serving one `listener` (already bound, possibly inside another
+/// netns) with the given interfaces, on its own thread. Dropping the handle
+/// stops the thread and closes the listener and every connection.
 pub fn spawn(
     listener: Listener,
     cfg: ServerConfig,
     interfaces: Vec<InterfaceConfig>,
 ) -> Result<(ServerHandle, mpsc::Receiver<ServerEvent>), SocketError> {
     listener.set_nonblocking()?;
-    let wake = Arc::new(
-        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| SocketError::Io("eventfd", e))?,
-    );
-    let (cmd_tx, cmd_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
     let addr = listener.addr().clone();
-    let mut state = Loop {
-        listener,
+    let server = Server::spawn(
         cfg,
-        ifaces: interfaces
-            .into_iter()
-            .map(|c| (c.id, Iface { cfg: c, conn: None }))
-            .collect(),
-        conns: HashMap::new(),
-        next_token: 0,
-        events: ev_tx,
-    };
-    let w = wake.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("memif-srv {addr}"))
-        .spawn(move || state.run(&w, cmd_rx))
-        .map_err(|e| {
-            SocketError::Io("spawn", nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
-        })?;
-    Ok((
-        ServerHandle {
-            cmds: cmd_tx,
-            wake,
-            thread: Some(thread),
-            addr,
-        },
-        ev_rx,
-    ))
+        Box::new(move |_, ev| {
+            let _ = ev_tx.send(ev);
+        }),
+    )?;
+    server.add_socket(ONLY_SOCKET, listener, interfaces);
+    Ok((ServerHandle { server, addr }, ev_rx))
+}
+
+struct Sock {
+    listener: Listener,
+    ifaces: HashMap<u32, Iface>,
 }
 
 struct Iface {
@@ -172,6 +231,7 @@ struct Iface {
 }
 
 struct Conn {
+    sock: SocketId,
     chan: Channel,
     hs: Handshake,
     deadline: Option<Instant>,
@@ -179,22 +239,27 @@ struct Conn {
 }
 
 struct Loop {
-    listener: Listener,
     cfg: ServerConfig,
-    ifaces: HashMap<u32, Iface>,
+    sockets: HashMap<SocketId, Sock>,
     conns: HashMap<u64, Conn>,
     next_token: u64,
-    events: mpsc::Sender<ServerEvent>,
+    sink: EventSink,
 }
 
 impl Loop {
     fn run(&mut self, wake: &EventFd, cmds: mpsc::Receiver<Cmd>) {
         loop {
+            let socks: Vec<SocketId> = self.sockets.keys().copied().collect();
             let tokens: Vec<u64> = self.conns.keys().copied().collect();
-            let (ready_wake, ready_listen, ready): (bool, bool, Vec<(u64, PollFlags)>) = {
-                let mut fds = Vec::with_capacity(2 + tokens.len());
+            let (ready_wake, ready_listen, ready) = {
+                let mut fds = Vec::with_capacity(1 + socks.len() + tokens.len());
                 fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
-                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                for s in &socks {
+                    fds.push(PollFd::new(
+                        self.sockets[s].listener.as_fd(),
+                        PollFlags::POLLIN,
+                    ));
+                }
                 for t in &tokens {
                     fds.push(PollFd::new(self.conns[t].chan.as_fd(), PollFlags::POLLIN));
                 }
@@ -206,16 +271,22 @@ impl Loop {
                         return;
                     }
                 }
-                let rev = |p: &PollFd| p.revents().unwrap_or(PollFlags::empty());
+                let ready = |p: &PollFd| !p.revents().unwrap_or(PollFlags::empty()).is_empty();
+                let (lfds, cfds) = fds[1..].split_at(socks.len());
                 (
-                    !rev(&fds[0]).is_empty(),
-                    !rev(&fds[1]).is_empty(),
+                    ready(&fds[0]),
+                    socks
+                        .iter()
+                        .zip(lfds)
+                        .filter(|(_, p)| ready(p))
+                        .map(|(s, _)| *s)
+                        .collect::<Vec<_>>(),
                     tokens
                         .iter()
-                        .zip(&fds[2..])
-                        .filter(|(_, p)| !rev(p).is_empty())
-                        .map(|(t, p)| (*t, rev(p)))
-                        .collect(),
+                        .zip(cfds)
+                        .filter(|(_, p)| ready(p))
+                        .map(|(t, _)| *t)
+                        .collect::<Vec<_>>(),
                 )
             };
             if ready_wake {
@@ -227,10 +298,10 @@ impl Loop {
                     }
                 }
             }
-            if ready_listen {
-                self.accept_all();
+            for s in ready_listen {
+                self.accept_all(s);
             }
-            for (t, _) in ready {
+            for t in ready {
                 self.on_readable(t);
             }
             self.expire();
@@ -248,32 +319,74 @@ impl Loop {
         }
     }
 
+    fn tokens_of(&self, sock: SocketId) -> Vec<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.sock == sock)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     fn on_cmd(&mut self, c: Cmd) -> bool {
         match c {
-            Cmd::Add(cfg) => {
-                let id = cfg.id;
-                match self.ifaces.get_mut(&id) {
-                    Some(i) => i.cfg = cfg,
-                    None => {
-                        self.ifaces.insert(id, Iface { cfg, conn: None });
+            Cmd::AddSocket(id, listener, ifaces) => {
+                if self.sockets.contains_key(&id) {
+                    self.drop_socket(id, "socket replaced");
+                }
+                if let Err(e) = listener.set_nonblocking() {
+                    tracing::error!(socket = %listener.addr(), error = %e, "cannot serve a listener");
+                    return true;
+                }
+                let ifaces = ifaces
+                    .into_iter()
+                    .map(|c| (c.id, Iface { cfg: c, conn: None }))
+                    .collect();
+                self.sockets.insert(id, Sock { listener, ifaces });
+            }
+            Cmd::RemoveSocket(id) => self.drop_socket(id, "interface deleted"),
+            Cmd::Add(sock, cfg) => {
+                if let Some(s) = self.sockets.get_mut(&sock) {
+                    let id = cfg.id;
+                    match s.ifaces.get_mut(&id) {
+                        Some(i) => i.cfg = cfg,
+                        None => {
+                            s.ifaces.insert(id, Iface { cfg, conn: None });
+                        }
                     }
                 }
             }
-            Cmd::Remove(id) => {
-                if let Some(i) = self.ifaces.remove(&id) {
-                    if let Some(t) = i.conn {
-                        self.close(t, Some("interface deleted".into()), false);
-                    }
+            Cmd::Remove(sock, id) => {
+                let conn = self
+                    .sockets
+                    .get_mut(&sock)
+                    .and_then(|s| s.ifaces.remove(&id))
+                    .and_then(|i| i.conn);
+                if let Some(t) = conn {
+                    self.close(t, Some("interface deleted".into()), false);
                 }
             }
-            Cmd::Disconnect(id, reason) => {
-                if let Some(t) = self.ifaces.get(&id).and_then(|i| i.conn) {
+            Cmd::Disconnect(sock, id, reason) => {
+                let conn = self
+                    .sockets
+                    .get(&sock)
+                    .and_then(|s| s.ifaces.get(&id))
+                    .and_then(|i| i.conn);
+                if let Some(t) = conn {
                     self.close(t, Some(reason), false);
                 }
             }
             Cmd::Shutdown => return false,
         }
         true
+    }
+
+    fn drop_socket(&mut self, id: SocketId, reason: &str) {
+        for t in self.tokens_of(id) {
+            self.close(t, Some(reason.into()), false);
+        }
+        if let Some(s) = self.sockets.remove(&id) {
+            tracing::debug!(socket = %s.listener.addr(), id, "listener closed");
+        }
     }
 
     fn shutdown(&mut self) {
@@ -283,13 +396,21 @@ impl Loop {
         }
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, sock: SocketId) {
         loop {
-            match self.listener.accept() {
+            let Some(s) = self.sockets.get(&sock) else {
+                return;
+            };
+            match s.listener.accept() {
                 Ok(Some(chan)) => {
-                    let pending = self.conns.values().filter(|c| c.link.is_none()).count();
+                    let addr = s.listener.addr();
+                    let pending = self
+                        .conns
+                        .values()
+                        .filter(|c| c.sock == sock && c.link.is_none())
+                        .count();
                     if pending >= self.cfg.max_pending {
-                        tracing::warn!(socket = %self.listener.addr(), pending, "too many handshakes in progress; refusing a slave");
+                        tracing::warn!(socket = %addr, pending, "too many handshakes in progress; refusing a slave");
                         let _ = chan.send(
                             &Message::Disconnect(Disconnect {
                                 code: DISCONNECT_CODE,
@@ -301,15 +422,16 @@ impl Loop {
                     }
                     let (hs, hello) = Handshake::start(&self.cfg.name, self.cfg.limits);
                     if let Err(e) = chan.send(&hello, None) {
-                        tracing::warn!(error = %e, "sending HELLO failed");
+                        tracing::warn!(socket = %addr, error = %e, "sending HELLO failed");
                         continue;
                     }
                     let t = self.next_token;
                     self.next_token += 1;
-                    tracing::debug!(socket = %self.listener.addr(), token = t, peer = ?chan.peer_credentials(), "memif slave connected");
+                    tracing::debug!(socket = %addr, token = t, peer = ?chan.peer_credentials(), "memif slave connected");
                     self.conns.insert(
                         t,
                         Conn {
+                            sock,
                             chan,
                             hs,
                             deadline: Some(Instant::now() + self.cfg.handshake_timeout),
@@ -319,7 +441,7 @@ impl Loop {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(socket = %s.listener.addr(), error = %e, "accept failed");
                     return;
                 }
             }
@@ -349,7 +471,10 @@ impl Loop {
                 return;
             }
         };
-        let ifaces = &mut self.ifaces;
+        let Some(sock) = self.sockets.get_mut(&conn.sock) else {
+            return;
+        };
+        let ifaces = &mut sock.ifaces;
         let lookup = |id: u32| match ifaces.get_mut(&id) {
             None => Lookup::Unknown,
             Some(i) if i.conn.is_some() => Lookup::AlreadyConnected,
@@ -364,16 +489,18 @@ impl Loop {
                     self.close(t, Some(e.to_string()), true);
                 }
             }
-            Ok(Outcome::Connected(c, m)) => {
+            Ok(Outcome::Connected(mut c, m)) => {
                 if let Err(e) = conn.chan.send(&m, None) {
                     self.close(t, Some(e.to_string()), true);
                     return;
                 }
                 conn.deadline = None;
                 conn.link = Some(c.link.clone());
-                tracing::info!(socket = %self.listener.addr(), id = c.id, peer = %c.peer_name,
+                c.control_fd = conn.chan.as_fd().as_raw_fd();
+                tracing::info!(socket = %sock.listener.addr(), id = c.id, peer = %c.peer_name,
                     s2m = c.rx.len(), m2s = c.tx.len(), regions = c.regions.len(), "memif connected");
-                let _ = self.events.send(ServerEvent::Connected(c));
+                let sid = conn.sock;
+                (self.sink)(sid, ServerEvent::Connected(c));
             }
             Err(Reject::Peer(d)) => self.close(t, Some(format!("peer: {}", d.reason)), true),
             Err(Reject::Protocol(reason)) => self.close(t, Some(reason), false),
@@ -410,25 +537,34 @@ impl Loop {
             );
         }
         let id = conn.hs.id();
-        // Free the id this connection held. The lookup reserves it before
-        // INIT's mode and secret checks, so a refused INIT holds it too even
-        // though the handshake never learned the id.
-        for i in self.ifaces.values_mut().filter(|i| i.conn == Some(t)) {
-            i.conn = None;
-        }
+        let addr = match self.sockets.get_mut(&conn.sock) {
+            Some(s) => {
+                // Free the id this connection held. The lookup reserves it
+                // before INIT's mode and secret checks, so a refused INIT
+                // holds it too even though the handshake never learned the id.
+                for i in s.ifaces.values_mut().filter(|i| i.conn == Some(t)) {
+                    i.conn = None;
+                }
+                s.listener.addr().to_string()
+            }
+            None => String::from("?"),
+        };
         match (conn.link, id) {
             (Some(link), Some(id)) => {
                 link.set_down();
-                tracing::info!(socket = %self.listener.addr(), id, %reason, by_peer, "memif disconnected");
-                let _ = self.events.send(ServerEvent::Disconnected {
-                    id,
-                    reason,
-                    by_peer,
-                });
+                tracing::info!(socket = %addr, id, %reason, by_peer, "memif disconnected");
+                (self.sink)(
+                    conn.sock,
+                    ServerEvent::Disconnected {
+                        id,
+                        reason,
+                        by_peer,
+                    },
+                );
             }
             _ => {
-                tracing::warn!(socket = %self.listener.addr(), ?id, %reason, "memif slave rejected");
-                let _ = self.events.send(ServerEvent::Rejected { id, reason });
+                tracing::warn!(socket = %addr, ?id, %reason, "memif slave rejected");
+                (self.sink)(conn.sock, ServerEvent::Rejected { id, reason });
             }
         }
     }
