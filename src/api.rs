@@ -336,6 +336,8 @@ impl Default for MaxSpec {
 pub struct StatusInfo {
     /// memifd's package version.
     pub version: String,
+    /// The API version memifd speaks (the envelope's `api` is the reply's).
+    #[serde(rename = "apiVersion")]
     pub api: u32,
     pub memif_enabled: bool,
     /// The feature gates as configured (CALICOVPP_FEATURE_GATES shape).
@@ -555,6 +557,27 @@ mod tests {
             serde_json::from_str::<Request>(&s).unwrap(),
             Request::Attach(Box::new(req))
         );
+    }
+
+    #[test]
+    fn status_reply_decodes() {
+        let r = ReplyEnvelope {
+            api: API_VERSION,
+            reply: Reply::Status(Box::new(StatusInfo {
+                version: "0".into(),
+                api: API_VERSION,
+                memif_enabled: true,
+                feature_gates: BTreeMap::new(),
+                max_spec: MaxSpec::default(),
+                attachments: 0,
+                connected: 0,
+                kube: false,
+                uptime_secs: 0,
+                state_file: "/s".into(),
+            })),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ReplyEnvelope>(&s).unwrap(), r);
     }
 
     #[test]

@@ -8,5 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod ctl;
+pub mod dataplane;
 pub mod memif;
 pub mod netns;
+pub mod spec;

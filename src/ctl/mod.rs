@@ -1,6 +1,7 @@
 //! memifctl: the operator's commands. The binary only parses arguments.
 
 pub mod client;
+pub mod packet;
 pub mod peer;
 pub mod show;
 
@@ -14,6 +15,7 @@ pub fn init_logging(level: Option<&str>) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

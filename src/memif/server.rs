@@ -74,7 +74,7 @@ pub type EventSink = Box<dyn FnMut(SocketId, ServerEvent) + Send>;
 
 enum Cmd {
     AddSocket(SocketId, Listener, Vec<InterfaceConfig>),
-    RemoveSocket(SocketId),
+    RemoveSocket(SocketId, Option<mpsc::Sender<()>>),
     Add(SocketId, InterfaceConfig),
     Remove(SocketId, u32),
     Disconnect(SocketId, u32, String),
@@ -139,7 +139,14 @@ impl Server {
     }
     /// Closes socket `id`, its listener and every connection on it.
     pub fn remove_socket(&self, id: SocketId) {
-        self.send(Cmd::RemoveSocket(id))
+        self.send(Cmd::RemoveSocket(id, None))
+    }
+    /// Like [`Server::remove_socket`], and returns a receiver that gets a
+    /// message once the listener is closed, so its name can be bound again.
+    pub fn remove_socket_acked(&self, id: SocketId) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::RemoveSocket(id, Some(tx)));
+        rx
     }
     /// Serves a new interface id on socket `sock`.
     pub fn add_interface(&self, sock: SocketId, cfg: InterfaceConfig) {
@@ -343,7 +350,12 @@ impl Loop {
                     .collect();
                 self.sockets.insert(id, Sock { listener, ifaces });
             }
-            Cmd::RemoveSocket(id) => self.drop_socket(id, "interface deleted"),
+            Cmd::RemoveSocket(id, ack) => {
+                self.drop_socket(id, "interface deleted");
+                if let Some(a) = ack {
+                    let _ = a.send(());
+                }
+            }
             Cmd::Add(sock, cfg) => {
                 if let Some(s) = self.sockets.get_mut(&sock) {
                     let id = cfg.id;

@@ -1,0 +1,1182 @@
+//! Just enough Ethernet, ARP, IPv4, IPv6, ICMP, ICMPv6 (echo and neighbour
+//! discovery), UDP and TCP for `memifctl client`: a tolerant parser that
+//! summarizes any frame in one line and never panics on garbage, and
+//! builders for the few packets the client sends, with correct checksums.
+//!
+//! Frames come from a memif peer, so every read is bounds-checked (`get`,
+//! never indexing past a length that was not checked first).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::memif::Mode;
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Ethernet header length (no VLAN tag).
+pub const ETH_HLEN: usize = 14;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+pub const ARP_REQUEST: u16 = 1;
+pub const ARP_REPLY: u16 = 2;
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+pub const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
+pub const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
+
+/// Neighbour discovery option: source link-layer address.
+const ND_OPT_SOURCE_LLADDR: u8 = 1;
+/// Neighbour discovery option: target link-layer address.
+const ND_OPT_TARGET_LLADDR: u8 = 2;
+/// Neighbour advertisement flags (first byte after the ICMPv6 header).
+const NA_FLAG_ROUTER: u8 = 0x80;
+const NA_FLAG_SOLICITED: u8 = 0x40;
+const NA_FLAG_OVERRIDE: u8 = 0x20;
+/// Extension headers skipped before the upper layer: hop-by-hop, routing,
+/// destination options. More than this many is treated as garbage.
+const MAX_EXT_HEADERS: usize = 8;
+
+/// An Ethernet MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    pub const ZERO: Mac = Mac([0; 6]);
+
+    /// Group bit set (broadcast included).
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    fn from_slice(b: &[u8]) -> Option<Mac> {
+        Some(Mac(b.get(..6)?.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    /// `aa:bb:cc:dd:ee:ff` (or with `-`), hex digits of either case.
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let bad = || format!("invalid MAC address {s:?} (expected aa:bb:cc:dd:ee:ff)");
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut m = [0u8; 6];
+        for (b, p) in m.iter_mut().zip(parts) {
+            if p.is_empty() || p.len() > 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checksums (RFC 1071)
+
+/// Adds `data` as big-endian 16-bit words to `acc` (an odd last byte is
+/// padded with zero). A u64 cannot overflow for any frame size.
+fn sum_words(mut acc: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+    }
+    if let [last] = words.remainder() {
+        acc += (*last as u64) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data`: the one's complement of the one's
+/// complement sum. Over data that includes a correct checksum it is 0.
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum_words(0, data))
+}
+
+/// The sum of the TCP/UDP/ICMPv6 pseudo-header (RFC 768, RFC 8200 8.1).
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u64 {
+    let len = len as u64;
+    let mut acc = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => sum_words(sum_words(0, &s.octets()), &d.octets()),
+        (s, d) => sum_words(sum_words(0, &v6_octets(s)), &v6_octets(d)),
+    };
+    acc += (len >> 16) + (len & 0xffff);
+    acc + protocol as u64
+}
+
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Checksum of an upper-layer message with its pseudo-header (ICMPv6, UDP,
+/// TCP). Over a message that holds a correct checksum it is 0.
+pub fn l4_checksum(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> u16 {
+    !fold(sum_words(
+        pseudo_header_sum(src, dst, protocol, segment.len()),
+        segment,
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(d.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn v4_at(d: &[u8], at: usize) -> Option<Ipv4Addr> {
+    let b: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
+    Some(Ipv4Addr::from(b))
+}
+
+fn v6_at(d: &[u8], at: usize) -> Option<Ipv6Addr> {
+    let b: [u8; 16] = d.get(at..at + 16)?.try_into().ok()?;
+    Some(Ipv6Addr::from(b))
+}
+
+/// An Ethernet II header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ethernet {
+    pub dst: Mac,
+    pub src: Mac,
+    pub ethertype: u16,
+}
+
+/// An ARP packet for IPv4 over Ethernet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arp {
+    pub op: u16,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: Mac,
+    pub target_ip: Ipv4Addr,
+}
+
+/// An ICMP or ICMPv6 echo request or reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo<'a> {
+    pub id: u16,
+    pub seq: u16,
+    pub data: &'a [u8],
+}
+
+/// What an IP packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4<'a> {
+    EchoRequest(Echo<'a>),
+    EchoReply(Echo<'a>),
+    NeighborSolicit {
+        target: Ipv6Addr,
+        source_mac: Option<Mac>,
+    },
+    NeighborAdvert {
+        target: Ipv6Addr,
+        target_mac: Option<Mac>,
+        flags: u8,
+    },
+    /// Any other ICMP or ICMPv6 message.
+    Icmp {
+        kind: u8,
+        code: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+        len: u16,
+    },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    /// Another protocol (its number).
+    Other(u8),
+    /// A fragment: the upper layer is not decoded.
+    Fragment,
+    /// The upper-layer header is cut short.
+    Truncated(&'static str),
+}
+
+/// An IPv4 or IPv6 packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ip<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// Protocol or final next header.
+    pub protocol: u8,
+    /// The IPv4 header checksum and the ICMP/ICMPv6 checksum are correct
+    /// (those that apply; UDP and TCP checksums are not checked).
+    pub checksums_ok: bool,
+    /// Length of the IP packet (without link padding).
+    pub len: usize,
+    pub l4: L4<'a>,
+}
+
+impl Ip<'_> {
+    pub fn is_v6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+}
+
+/// The network layer of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net<'a> {
+    Arp(Arp),
+    Ip(Ip<'a>),
+    /// Another ethertype.
+    Other(u16),
+    /// Cut short or malformed (what).
+    Truncated(&'static str),
+}
+
+/// A decoded frame: the Ethernet header in ethernet mode, then the network
+/// layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub eth: Option<Ethernet>,
+    pub net: Net<'a>,
+}
+
+/// Decodes a frame of a memif in `mode` (ethernet frames, or bare IP
+/// packets in ip mode). Never panics; malformed parts decode as
+/// `Truncated`.
+pub fn parse(mode: Mode, data: &[u8]) -> Frame<'_> {
+    if mode != Mode::Ethernet {
+        return Frame {
+            eth: None,
+            net: parse_ip(data),
+        };
+    }
+    let (Some(dst), Some(src), Some(ethertype)) = (
+        Mac::from_slice(data),
+        data.get(6..).and_then(Mac::from_slice),
+        be16(data, 12),
+    ) else {
+        return Frame {
+            eth: None,
+            net: Net::Truncated("ethernet header"),
+        };
+    };
+    let payload = &data[ETH_HLEN..];
+    let net = match ethertype {
+        ETHERTYPE_ARP => parse_arp(payload),
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => match parse_ip(payload) {
+            // The version must agree with the ethertype.
+            Net::Ip(ip) if ip.is_v6() != (ethertype == ETHERTYPE_IPV6) => {
+                Net::Truncated("ip version does not match ethertype")
+            }
+            n => n,
+        },
+        other => Net::Other(other),
+    };
+    Frame {
+        eth: Some(Ethernet {
+            dst,
+            src,
+            ethertype,
+        }),
+        net,
+    }
+}
+
+fn parse_arp(p: &[u8]) -> Net<'_> {
+    let (Some(htype), Some(ptype), Some(&hlen), Some(&plen), Some(op)) =
+        (be16(p, 0), be16(p, 2), p.get(4), p.get(5), be16(p, 6))
+    else {
+        return Net::Truncated("arp header");
+    };
+    if htype != 1 || ptype != ETHERTYPE_IPV4 || hlen != 6 || plen != 4 {
+        return Net::Truncated("arp for another link or protocol");
+    }
+    let (Some(sender_mac), Some(sender_ip), Some(target_mac), Some(target_ip)) = (
+        p.get(8..).and_then(Mac::from_slice),
+        v4_at(p, 14),
+        p.get(18..).and_then(Mac::from_slice),
+        v4_at(p, 24),
+    ) else {
+        return Net::Truncated("arp packet");
+    };
+    Net::Arp(Arp {
+        op,
+        sender_mac,
+        sender_ip,
+        target_mac,
+        target_ip,
+    })
+}
+
+/// Decodes a bare IPv4 or IPv6 packet (the version nibble decides).
+pub fn parse_ip(d: &[u8]) -> Net<'_> {
+    match d.first().map(|b| b >> 4) {
+        Some(4) => parse_ipv4(d),
+        Some(6) => parse_ipv6(d),
+        Some(_) => Net::Truncated("not an ip packet"),
+        None => Net::Truncated("empty packet"),
+    }
+}
+
+fn parse_ipv4(d: &[u8]) -> Net<'_> {
+    let ihl = (d[0] & 0x0f) as usize * 4;
+    if ihl < 20 || d.len() < ihl {
+        return Net::Truncated("ipv4 header");
+    }
+    let total = be16(d, 2).unwrap_or(0) as usize;
+    if total < ihl || total > d.len() {
+        return Net::Truncated("ipv4 packet");
+    }
+    let pkt = &d[..total];
+    let (Some(src), Some(dst)) = (v4_at(pkt, 12), v4_at(pkt, 16)) else {
+        return Net::Truncated("ipv4 header");
+    };
+    let frag = be16(pkt, 6).unwrap_or(0);
+    let header_ok = checksum(&pkt[..ihl]) == 0;
+    let protocol = pkt[9];
+    let payload = &pkt[ihl..];
+    // More-fragments set or an offset: the upper layer is incomplete.
+    let (l4, l4_ok) = if frag & 0x3fff != 0 {
+        (L4::Fragment, true)
+    } else {
+        parse_l4(protocol, payload, src.into(), dst.into())
+    };
+    Net::Ip(Ip {
+        src: src.into(),
+        dst: dst.into(),
+        ttl: pkt[8],
+        protocol,
+        checksums_ok: header_ok && l4_ok,
+        len: total,
+        l4,
+    })
+}
+
+fn parse_ipv6(d: &[u8]) -> Net<'_> {
+    let (Some(plen), Some(src), Some(dst)) = (be16(d, 4), v6_at(d, 8), v6_at(d, 24)) else {
+        return Net::Truncated("ipv6 header");
+    };
+    let total = 40 + plen as usize;
+    if total > d.len() {
+        return Net::Truncated("ipv6 packet");
+    }
+    let mut next = d[6];
+    let ttl = d[7];
+    let mut payload = &d[40..total];
+    let mut ext = 0;
+    let l4 = loop {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-byte
+            // units, not counting the first 8.
+            0 | 43 | 60 if ext < MAX_EXT_HEADERS => {
+                let (Some(&nh), Some(&units)) = (payload.first(), payload.get(1)) else {
+                    break Some(L4::Truncated("ipv6 extension header"));
+                };
+                let len = (units as usize + 1) * 8;
+                let Some(rest) = payload.get(len..) else {
+                    break Some(L4::Truncated("ipv6 extension header"));
+                };
+                next = nh;
+                payload = rest;
+                ext += 1;
+            }
+            44 => break Some(L4::Fragment),
+            _ => break None,
+        }
+    };
+    let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
+    let (l4, ok) = match l4 {
+        Some(l4) => (l4, true),
+        None => parse_l4(next, payload, src, dst),
+    };
+    Net::Ip(Ip {
+        src,
+        dst,
+        ttl,
+        protocol: next,
+        checksums_ok: ok,
+        len: total,
+        l4,
+    })
+}
+
+/// Decodes the upper layer; returns it and whether its checksum (ICMP and
+/// ICMPv6 only) is correct.
+fn parse_l4<'a>(protocol: u8, p: &'a [u8], src: IpAddr, dst: IpAddr) -> (L4<'a>, bool) {
+    match protocol {
+        PROTO_ICMP if src.is_ipv4() => (parse_icmp(p, false), checksum(p) == 0),
+        PROTO_ICMPV6 if src.is_ipv6() => (
+            parse_icmp(p, true),
+            l4_checksum(src, dst, PROTO_ICMPV6, p) == 0,
+        ),
+        PROTO_UDP => match (be16(p, 0), be16(p, 2), be16(p, 4)) {
+            (Some(src_port), Some(dst_port), Some(len)) => (
+                L4::Udp {
+                    src_port,
+                    dst_port,
+                    len,
+                },
+                true,
+            ),
+            _ => (L4::Truncated("udp header"), true),
+        },
+        PROTO_TCP => match (be16(p, 0), be16(p, 2), p.get(13)) {
+            (Some(src_port), Some(dst_port), Some(&flags)) if p.len() >= 20 => (
+                L4::Tcp {
+                    src_port,
+                    dst_port,
+                    flags,
+                },
+                true,
+            ),
+            _ => (L4::Truncated("tcp header"), true),
+        },
+        other => (L4::Other(other), true),
+    }
+}
+
+fn parse_icmp(p: &[u8], v6: bool) -> L4<'_> {
+    let (Some(&kind), Some(&code)) = (p.first(), p.get(1)) else {
+        return L4::Truncated(if v6 { "icmp6 header" } else { "icmp header" });
+    };
+    if p.len() < 4 {
+        return L4::Truncated(if v6 { "icmp6 header" } else { "icmp header" });
+    }
+    let (req, rep) = if v6 {
+        (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+    } else {
+        (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+    };
+    let echo = || match (be16(p, 4), be16(p, 6)) {
+        (Some(id), Some(seq)) => Some(Echo {
+            id,
+            seq,
+            data: &p[8..],
+        }),
+        _ => None,
+    };
+    match kind {
+        k if (k == req || k == rep) && code == 0 => match echo() {
+            Some(e) if k == req => L4::EchoRequest(e),
+            Some(e) => L4::EchoReply(e),
+            None => L4::Truncated("echo header"),
+        },
+        ICMPV6_NEIGHBOR_SOLICIT if v6 && code == 0 => match v6_at(p, 8) {
+            Some(target) => L4::NeighborSolicit {
+                target,
+                source_mac: nd_option(&p[24..], ND_OPT_SOURCE_LLADDR),
+            },
+            None => L4::Truncated("neighbor solicitation"),
+        },
+        ICMPV6_NEIGHBOR_ADVERT if v6 && code == 0 => match v6_at(p, 8) {
+            Some(target) => L4::NeighborAdvert {
+                target,
+                target_mac: nd_option(&p[24..], ND_OPT_TARGET_LLADDR),
+                flags: p[4],
+            },
+            None => L4::Truncated("neighbor advertisement"),
+        },
+        kind => L4::Icmp { kind, code },
+    }
+}
+
+/// The first link-layer address option of type `want`.
+fn nd_option(mut opts: &[u8], want: u8) -> Option<Mac> {
+    while let (Some(&kind), Some(&units)) = (opts.first(), opts.get(1)) {
+        let len = units as usize * 8;
+        // A zero length is invalid (RFC 4861 4.6) and would loop forever.
+        if len == 0 || len > opts.len() {
+            return None;
+        }
+        if kind == want {
+            return Mac::from_slice(&opts[2..len]);
+        }
+        opts = &opts[len..];
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// One-line summaries
+
+impl fmt::Display for Frame<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = &self.eth {
+            write!(f, "{} > {}, ", e.src, e.dst)?;
+        }
+        match &self.net {
+            Net::Arp(a) => match a.op {
+                ARP_REQUEST => write!(f, "arp who-has {} tell {}", a.target_ip, a.sender_ip),
+                ARP_REPLY => write!(f, "arp {} is-at {}", a.sender_ip, a.sender_mac),
+                op => write!(f, "arp op {op}"),
+            },
+            Net::Ip(ip) => write!(f, "{ip}"),
+            Net::Other(t) => write!(f, "ethertype {t:#06x}"),
+            Net::Truncated(what) => write!(f, "truncated {what}"),
+        }
+    }
+}
+
+impl fmt::Display for Ip<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ipv, ttl, icmp) = if self.is_v6() {
+            ("ipv6", "hlim", "icmp6")
+        } else {
+            ("ipv4", "ttl", "icmp")
+        };
+        write!(f, "{ipv} {} > {} {ttl} {}: ", self.src, self.dst, self.ttl)?;
+        match &self.l4 {
+            L4::EchoRequest(e) | L4::EchoReply(e) => {
+                let what = if matches!(self.l4, L4::EchoRequest(_)) {
+                    "request"
+                } else {
+                    "reply"
+                };
+                write!(
+                    f,
+                    "{icmp} echo {what} id {} seq {} len {}",
+                    e.id,
+                    e.seq,
+                    e.data.len()
+                )?;
+            }
+            L4::NeighborSolicit { target, source_mac } => {
+                write!(f, "icmp6 neighbor solicitation who-has {target}")?;
+                if let Some(m) = source_mac {
+                    write!(f, " from {m}")?;
+                }
+            }
+            L4::NeighborAdvert {
+                target,
+                target_mac,
+                flags,
+            } => {
+                write!(f, "icmp6 neighbor advertisement {target}")?;
+                if let Some(m) = target_mac {
+                    write!(f, " is-at {m}")?;
+                }
+                for (bit, name) in [
+                    (NA_FLAG_ROUTER, "router"),
+                    (NA_FLAG_SOLICITED, "solicited"),
+                    (NA_FLAG_OVERRIDE, "override"),
+                ] {
+                    if flags & bit != 0 {
+                        write!(f, " {name}")?;
+                    }
+                }
+            }
+            L4::Icmp { kind, code } => write!(f, "{icmp} type {kind} code {code}")?,
+            L4::Udp {
+                src_port,
+                dst_port,
+                len,
+            } => write!(f, "udp {src_port} > {dst_port} len {len}")?,
+            L4::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => {
+                write!(f, "tcp {src_port} > {dst_port} [")?;
+                // tcpdump's letters, '.' for ACK.
+                for (bit, c) in [
+                    (0x02, 'S'),
+                    (0x01, 'F'),
+                    (0x04, 'R'),
+                    (0x08, 'P'),
+                    (0x10, '.'),
+                    (0x20, 'U'),
+                    (0x40, 'E'),
+                    (0x80, 'W'),
+                ] {
+                    if flags & bit != 0 {
+                        write!(f, "{c}")?;
+                    }
+                }
+                write!(f, "]")?;
+            }
+            L4::Other(p) => write!(f, "proto {p}")?,
+            L4::Fragment => write!(f, "fragment proto {}", self.protocol)?,
+            L4::Truncated(what) => write!(f, "truncated {what}")?,
+        }
+        if !self.checksums_ok {
+            write!(f, " [bad checksum]")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building
+
+/// An Ethernet II frame.
+pub fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(ETH_HLEN + payload.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ARP packet (IPv4 over Ethernet), without the Ethernet header.
+pub fn arp(
+    op: u16,
+    sender_mac: Mac,
+    sender_ip: Ipv4Addr,
+    target_mac: Mac,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(28);
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    p.extend_from_slice(&[6, 4]);
+    p.extend_from_slice(&op.to_be_bytes());
+    p.extend_from_slice(&sender_mac.0);
+    p.extend_from_slice(&sender_ip.octets());
+    p.extend_from_slice(&target_mac.0);
+    p.extend_from_slice(&target_ip.octets());
+    p
+}
+
+/// A broadcast ARP request frame: who has `target`, tell `ip`.
+pub fn arp_request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    ethernet(
+        Mac::BROADCAST,
+        mac,
+        ETHERTYPE_ARP,
+        &arp(ARP_REQUEST, mac, ip, Mac::ZERO, target),
+    )
+}
+
+/// A unicast ARP reply frame: `ip` is at `mac`, to the asker.
+pub fn arp_reply(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> Vec<u8> {
+    ethernet(
+        to_mac,
+        mac,
+        ETHERTYPE_ARP,
+        &arp(ARP_REPLY, mac, ip, to_mac, to_ip),
+    )
+}
+
+/// An IPv4 packet with a correct header checksum (no options, DF set).
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()).min(u16::MAX as usize) as u16;
+    let mut p = Vec::with_capacity(total as usize);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, ttl, protocol, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&payload[..total as usize - 20]);
+    p
+}
+
+/// An IPv6 packet (no extension headers).
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let plen = payload.len().min(u16::MAX as usize);
+    let mut p = Vec::with_capacity(40 + plen);
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(plen as u16).to_be_bytes());
+    p.extend_from_slice(&[next_header, hop_limit]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&payload[..plen]);
+    p
+}
+
+/// An ICMP (v4) message: type, code, checksum, then `rest`.
+pub fn icmpv4(kind: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0];
+    m.extend_from_slice(rest);
+    let c = checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// An ICMPv6 message with its pseudo-header checksum.
+pub fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0];
+    m.extend_from_slice(rest);
+    let c = l4_checksum(src.into(), dst.into(), PROTO_ICMPV6, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+fn echo_body(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + data.len());
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// An ICMP or ICMPv6 echo request or reply as a whole IP packet; `None`
+/// when `src` and `dst` are of different families.
+pub fn echo(src: IpAddr, dst: IpAddr, reply: bool, ttl: u8, e: Echo<'_>) -> Option<Vec<u8>> {
+    let body = echo_body(e.id, e.seq, e.data);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let kind = if reply {
+                ICMP_ECHO_REPLY
+            } else {
+                ICMP_ECHO_REQUEST
+            };
+            Some(ipv4(s, d, PROTO_ICMP, ttl, &icmpv4(kind, 0, &body)))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let kind = if reply {
+                ICMPV6_ECHO_REPLY
+            } else {
+                ICMPV6_ECHO_REQUEST
+            };
+            Some(ipv6(s, d, PROTO_ICMPV6, ttl, &icmpv6(s, d, kind, 0, &body)))
+        }
+        _ => None,
+    }
+}
+
+/// The solicited-node multicast address of `a` (`ff02::1:ffXX:XXXX`).
+pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
+    let o = a.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// The Ethernet address an IPv6 multicast group maps to (`33:33:` + the
+/// last 32 bits).
+pub fn ipv6_multicast_mac(a: Ipv6Addr) -> Mac {
+    let o = a.octets();
+    Mac([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+fn nd_body(flags: u8, target: Ipv6Addr, opt: u8, mac: Mac) -> Vec<u8> {
+    let mut b = vec![flags, 0, 0, 0];
+    b.extend_from_slice(&target.octets());
+    b.extend_from_slice(&[opt, 1]);
+    b.extend_from_slice(&mac.0);
+    b
+}
+
+/// A neighbour solicitation for `target` from `src` (whose link address is
+/// `mac`), as an IPv6 packet to the solicited-node group (hop limit 255).
+pub fn neighbor_solicit(src: Ipv6Addr, target: Ipv6Addr, mac: Mac) -> Vec<u8> {
+    let dst = solicited_node(target);
+    let body = nd_body(0, target, ND_OPT_SOURCE_LLADDR, mac);
+    let m = icmpv6(src, dst, ICMPV6_NEIGHBOR_SOLICIT, 0, &body);
+    ipv6(src, dst, PROTO_ICMPV6, 255, &m)
+}
+
+/// A neighbour advertisement: `target` is at `mac`, sent from `target` to
+/// `dst` (hop limit 255, override set, solicited as given).
+pub fn neighbor_advert(target: Ipv6Addr, dst: Ipv6Addr, mac: Mac, solicited: bool) -> Vec<u8> {
+    let flags = NA_FLAG_OVERRIDE | if solicited { NA_FLAG_SOLICITED } else { 0 };
+    let body = nd_body(flags, target, ND_OPT_TARGET_LLADDR, mac);
+    let m = icmpv6(target, dst, ICMPV6_NEIGHBOR_ADVERT, 0, &body);
+    ipv6(target, dst, PROTO_ICMPV6, 255, &m)
+}
+
+/// Puts an IP packet on the link of a memif in `mode`: behind an Ethernet
+/// header (ethertype from the IP version) or bare in ip mode.
+pub fn on_link(mode: Mode, dst: Mac, src: Mac, ip_packet: &[u8]) -> Vec<u8> {
+    if mode != Mode::Ethernet {
+        return ip_packet.to_vec();
+    }
+    let ethertype = match ip_packet.first().map(|b| b >> 4) {
+        Some(6) => ETHERTYPE_IPV6,
+        _ => ETHERTYPE_IPV4,
+    };
+    ethernet(dst, src, ethertype, ip_packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const B4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const MAC_A: Mac = Mac([0x02, 0, 0, 0, 0, 0xaa]);
+    const MAC_B: Mac = Mac([0x02, 0, 0, 0, 0, 0xbb]);
+
+    fn a6() -> Ipv6Addr {
+        "fd00::2".parse().unwrap()
+    }
+    fn b6() -> Ipv6Addr {
+        "fd00::1".parse().unwrap()
+    }
+
+    #[test]
+    fn checksum_known_vectors() {
+        // RFC 1071 section 3 example: sum 0xddf2, checksum its complement.
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
+        // A textbook IPv4 header (checksum field zero) and its checksum.
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&h), 0xb861);
+        h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert_eq!(checksum(&h), 0);
+        // Odd length: the last byte is padded with zero.
+        assert_eq!(checksum(&[0x01]), !0x0100);
+        assert_eq!(checksum(&[]), 0xffff);
+    }
+
+    #[test]
+    fn icmpv6_checksum_known_vector() {
+        // Echo request fe80::1 -> fe80::2, id 0x1234 seq 1, data "ab";
+        // checksum computed by hand from the pseudo-header:
+        // addresses 0xfe80 + 0x0001 + 0xfe80 + 0x0002, length 10, next
+        // header 58, message 0x8000 + 0x1234 + 0x0001 + 0x6162.
+        let s: Ipv6Addr = "fe80::1".parse().unwrap();
+        let d: Ipv6Addr = "fe80::2".parse().unwrap();
+        let m = icmpv6(
+            s,
+            d,
+            ICMPV6_ECHO_REQUEST,
+            0,
+            &[0x12, 0x34, 0, 1, b'a', b'b'],
+        );
+        let sum: u32 = 0xfe80 + 1 + 0xfe80 + 2 + 10 + 58 + 0x8000 + 0x1234 + 1 + 0x6162;
+        let folded = (sum & 0xffff) + (sum >> 16);
+        assert_eq!(u16::from_be_bytes([m[2], m[3]]), !(folded as u16));
+        assert_eq!(l4_checksum(s.into(), d.into(), PROTO_ICMPV6, &m), 0);
+    }
+
+    #[test]
+    fn mac_parse_and_display() {
+        let m: Mac = "02:00:00:00:00:AA".parse().unwrap();
+        assert_eq!(m, MAC_A);
+        assert_eq!(m.to_string(), "02:00:00:00:00:aa");
+        assert_eq!("02-00-00-00-00-aa".parse::<Mac>().unwrap(), MAC_A);
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:aa:bb",
+            "0g:00:00:00:00:00",
+            "002:0:0:0:0:0",
+            "02::00:00:00:00",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad:?}");
+        }
+        assert!(Mac::BROADCAST.is_multicast() && !MAC_A.is_multicast());
+    }
+
+    #[test]
+    fn icmpv4_echo_round_trip() {
+        let data = b"0123456789";
+        let pkt = echo(
+            A4.into(),
+            B4.into(),
+            false,
+            64,
+            Echo {
+                id: 7,
+                seq: 3,
+                data,
+            },
+        )
+        .unwrap();
+        assert_eq!(checksum(&pkt[..20]), 0);
+        assert_eq!(checksum(&pkt[20..]), 0);
+        let f = on_link(Mode::Ethernet, MAC_B, MAC_A, &pkt);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        let p = parse(Mode::Ethernet, &f);
+        let Net::Ip(ip) = p.net else { panic!("{p:?}") };
+        assert_eq!((ip.src, ip.dst, ip.ttl), (A4.into(), B4.into(), 64));
+        assert!(ip.checksums_ok);
+        assert_eq!(
+            ip.l4,
+            L4::EchoRequest(Echo {
+                id: 7,
+                seq: 3,
+                data
+            })
+        );
+        assert_eq!(
+            p.to_string(),
+            "02:00:00:00:00:aa > 02:00:00:00:00:bb, ipv4 10.1.0.2 > 10.1.0.1 ttl 64: icmp echo request id 7 seq 3 len 10"
+        );
+        // Ethernet padding after the IP packet is ignored.
+        let mut padded = f.clone();
+        padded.resize(f.len() + 20, 0);
+        assert_eq!(parse(Mode::Ethernet, &padded), p);
+    }
+
+    #[test]
+    fn icmpv6_echo_round_trip_ip_mode() {
+        let pkt = echo(
+            a6().into(),
+            b6().into(),
+            true,
+            63,
+            Echo {
+                id: 1,
+                seq: 2,
+                data: &[9; 56],
+            },
+        )
+        .unwrap();
+        let p = parse(Mode::Ip, &pkt);
+        assert_eq!(p.eth, None);
+        let Net::Ip(ip) = p.net else { panic!("{p:?}") };
+        assert!(ip.checksums_ok);
+        assert!(matches!(ip.l4, L4::EchoReply(Echo { id: 1, seq: 2, data }) if data.len() == 56));
+        assert_eq!(
+            p.to_string(),
+            "ipv6 fd00::2 > fd00::1 hlim 63: icmp6 echo reply id 1 seq 2 len 56"
+        );
+        // A flipped bit is reported.
+        let mut bad = pkt.clone();
+        bad[50] ^= 1;
+        let Net::Ip(ip) = parse(Mode::Ip, &bad).net else {
+            panic!()
+        };
+        assert!(!ip.checksums_ok);
+        assert!(parse(Mode::Ip, &bad)
+            .to_string()
+            .ends_with("[bad checksum]"));
+        assert!(echo(
+            A4.into(),
+            b6().into(),
+            true,
+            64,
+            Echo {
+                id: 0,
+                seq: 0,
+                data: &[]
+            }
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn arp_round_trip() {
+        let req = arp_request(MAC_A, A4, B4);
+        assert_eq!(req.len(), 42);
+        let p = parse(Mode::Ethernet, &req);
+        assert_eq!(
+            p.net,
+            Net::Arp(Arp {
+                op: ARP_REQUEST,
+                sender_mac: MAC_A,
+                sender_ip: A4,
+                target_mac: Mac::ZERO,
+                target_ip: B4
+            })
+        );
+        assert_eq!(
+            p.to_string(),
+            "02:00:00:00:00:aa > ff:ff:ff:ff:ff:ff, arp who-has 10.1.0.1 tell 10.1.0.2"
+        );
+        let rep = arp_reply(MAC_B, B4, MAC_A, A4);
+        assert_eq!(
+            parse(Mode::Ethernet, &rep).to_string(),
+            "02:00:00:00:00:bb > 02:00:00:00:00:aa, arp 10.1.0.1 is-at 02:00:00:00:00:bb"
+        );
+    }
+
+    #[test]
+    fn neighbor_discovery_round_trip() {
+        let ns = neighbor_solicit(a6(), b6(), MAC_A);
+        let p = parse(Mode::Ip, &ns);
+        let Net::Ip(ip) = p.net else { panic!("{p:?}") };
+        assert_eq!(ip.dst, "ff02::1:ff00:1".parse::<IpAddr>().unwrap());
+        assert_eq!(ip.ttl, 255);
+        assert!(ip.checksums_ok);
+        assert_eq!(
+            ip.l4,
+            L4::NeighborSolicit {
+                target: b6(),
+                source_mac: Some(MAC_A)
+            }
+        );
+        assert_eq!(
+            ipv6_multicast_mac(solicited_node(b6())).to_string(),
+            "33:33:ff:00:00:01"
+        );
+
+        let na = neighbor_advert(b6(), a6(), MAC_B, true);
+        let p = parse(Mode::Ip, &na);
+        assert_eq!(
+            p.to_string(),
+            "ipv6 fd00::1 > fd00::2 hlim 255: icmp6 neighbor advertisement fd00::1 is-at 02:00:00:00:00:bb solicited override"
+        );
+        let Net::Ip(ip) = p.net else { panic!() };
+        assert!(ip.checksums_ok);
+    }
+
+    #[test]
+    fn udp_tcp_and_other_summaries() {
+        let mut udp = vec![0u8; 12];
+        udp[0..2].copy_from_slice(&5000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&12u16.to_be_bytes());
+        let pkt = ipv4(A4, B4, PROTO_UDP, 64, &udp);
+        assert_eq!(
+            parse(Mode::Ip, &pkt).to_string(),
+            "ipv4 10.1.0.2 > 10.1.0.1 ttl 64: udp 5000 > 53 len 12"
+        );
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[13] = 0x12;
+        let pkt = ipv6(a6(), b6(), PROTO_TCP, 64, &tcp);
+        assert_eq!(
+            parse(Mode::Ip, &pkt).to_string(),
+            "ipv6 fd00::2 > fd00::1 hlim 64: tcp 40000 > 80 [S.]"
+        );
+        // The peer's own benchmark frames decode too.
+        let f = crate::ctl::peer::udp_frame(Mode::Ethernet, 64, 1);
+        assert_eq!(
+            parse(Mode::Ethernet, &f).to_string(),
+            "02:00:00:00:00:01 > 02:00:00:00:00:02, ipv4 198.18.0.1 > 198.18.0.2 ttl 64: udp 9 > 9 len 30"
+        );
+        let lldp = ethernet(MAC_B, MAC_A, 0x88cc, &[0; 30]);
+        assert_eq!(
+            parse(Mode::Ethernet, &lldp).to_string(),
+            "02:00:00:00:00:aa > 02:00:00:00:00:bb, ethertype 0x88cc"
+        );
+        // Hop-by-hop options are skipped.
+        let mut hbh = vec![PROTO_UDP, 0, 0, 0, 0, 0, 0, 0];
+        hbh.extend_from_slice(&udp);
+        let pkt = ipv6(a6(), b6(), 0, 1, &hbh);
+        assert!(parse(Mode::Ip, &pkt)
+            .to_string()
+            .ends_with("udp 5000 > 53 len 12"));
+    }
+
+    /// A small deterministic generator for garbage.
+    fn lcg(seed: &mut u64) -> u8 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u8
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_never_panic() {
+        let valid: Vec<(Mode, Vec<u8>)> = vec![
+            (Mode::Ethernet, arp_request(MAC_A, A4, B4)),
+            (
+                Mode::Ethernet,
+                on_link(
+                    Mode::Ethernet,
+                    MAC_B,
+                    MAC_A,
+                    &neighbor_solicit(a6(), b6(), MAC_A),
+                ),
+            ),
+            (Mode::Ip, neighbor_advert(b6(), a6(), MAC_B, true)),
+            (
+                Mode::Ip,
+                echo(
+                    A4.into(),
+                    B4.into(),
+                    false,
+                    64,
+                    Echo {
+                        id: 1,
+                        seq: 1,
+                        data: &[1; 30],
+                    },
+                )
+                .unwrap(),
+            ),
+            (
+                Mode::Ip,
+                ipv6(a6(), b6(), 0, 1, &[PROTO_UDP, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]),
+            ),
+        ];
+        for (mode, f) in &valid {
+            for n in 0..=f.len() {
+                let p = parse(*mode, &f[..n]);
+                let _ = p.to_string();
+                if n < f.len() {
+                    assert_ne!(p, parse(*mode, f), "a cut frame decodes as the whole");
+                }
+            }
+        }
+        let mut seed = 42;
+        for len in 0..300usize {
+            for round in 0..20 {
+                let mut f: Vec<u8> = (0..len).map(|_| lcg(&mut seed)).collect();
+                // Steer some garbage into the deeper decoders.
+                if round % 4 == 1 && len > 14 {
+                    f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+                    f[14] = 0x60;
+                }
+                if round % 4 == 2 && len > 0 {
+                    f[0] = 0x45;
+                }
+                if round % 4 == 3 && len > 7 {
+                    f[0] = 0x60;
+                    f[6] = PROTO_ICMPV6;
+                    f[4] = 0;
+                    f[5] = (len.saturating_sub(40)) as u8;
+                }
+                for mode in [Mode::Ethernet, Mode::Ip] {
+                    let _ = parse(mode, &f).to_string();
+                }
+            }
+        }
+        // Zero-length ND options must not loop.
+        let mut body = vec![0u8; 4];
+        body.extend_from_slice(&b6().octets());
+        body.extend_from_slice(&[ND_OPT_SOURCE_LLADDR, 0, 1, 2, 3, 4, 5, 6]);
+        let m = icmpv6(a6(), b6(), ICMPV6_NEIGHBOR_SOLICIT, 0, &body);
+        let pkt = ipv6(a6(), b6(), PROTO_ICMPV6, 255, &m);
+        let Net::Ip(ip) = parse(Mode::Ip, &pkt).net else {
+            panic!()
+        };
+        assert_eq!(
+            ip.l4,
+            L4::NeighborSolicit {
+                target: b6(),
+                source_mac: None
+            }
+        );
+    }
+}
