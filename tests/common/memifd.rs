@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use memif_cni::api::{
     AttachRequest, AttachmentInfo, AttachmentKey, Client, ClientError, ErrorCode, MemifSpec,
-    StatusInfo, API_VERSION,
+    StatusInfo,
 };
 use memif_cni::memif::socket::{Channel, SocketError};
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SlaveError, SocketAddr};
@@ -466,22 +466,11 @@ impl Memifd {
         }
     }
 
-    /// `status`, read leniently: `Client::status` cannot decode memifd's
-    /// reply, whose envelope and body both carry an `api` key (see the
-    /// `client_status_decodes` test), so this parses the line as a JSON
-    /// value (a repeated key is then no error) and takes the fields.
+    /// `status` through the library's client.
     pub fn try_status(&self) -> Result<StatusInfo, String> {
-        let mut s = UnixStream::connect(self.api_socket()).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(API_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(API_TIMEOUT)).unwrap();
-        s.write_all(b"{\"api\":1,\"op\":\"status\"}\n")
-            .map_err(|e| e.to_string())?;
-        let line = read_line(&mut s).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_slice(&line).map_err(|e| e.to_string())?;
-        if v["kind"] != "status" || v["api"] != API_VERSION {
-            return Err(format!("status answered {v}"));
-        }
-        serde_json::from_value(v).map_err(|e| format!("status fields: {e}"))
+        Client::connect(&self.api_socket(), API_TIMEOUT)
+            .and_then(|mut c| c.status())
+            .map_err(|e| e.to_string())
     }
 
     #[track_caller]
