@@ -8,6 +8,9 @@
 //! own namespaces, state directory and API socket (names carry the process
 //! id), so they run in parallel; the testpmd test serializes itself.
 
+#[path = "common/kube_standin.rs"]
+#[allow(dead_code)]
+mod kube_standin;
 #[path = "common/memifd.rs"]
 mod memifd_common;
 
@@ -21,8 +24,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use memif_cni::api::{
-    AttachRequest, AttachmentInfo, AttachmentKey, ClientError, ErrorCode, Reply, ReplyEnvelope,
-    API_VERSION, MAX_MESSAGE,
+    AttachRequest, AttachmentInfo, AttachmentKey, ClientError, ErrorCode, PodRef, Reply,
+    ReplyEnvelope, API_VERSION, MAX_MESSAGE,
 };
 use memif_cni::memif::shm::Desc;
 use memif_cni::memif::socket::{Listener, SocketError};
@@ -1473,4 +1476,97 @@ fn hostile_clients_are_disconnected_others_keep_working() {
     send_frames(&mut again, 0, 5, 64);
     wait_rx(&m, &a.key, 15);
     assert_eq!(m.status().connected, 2);
+}
+
+/// The plugin asks memifd for a pod's annotations: memifd reads the pod from
+/// the API server named by its kubeconfig (the stand-in, over https with a
+/// bearer token) and answers only the memif-related ones. Unknown pods, an
+/// API server that forbids the read, and a memifd without API access each
+/// answer a `kube` error that says why, and memifd keeps serving.
+#[test]
+fn pod_annotations_from_the_kubernetes_api() {
+    preflight();
+    let api = kube_standin::KubeStandin::start_tls();
+    let dir = TempDir::new("kube");
+    let m = Memifd::start_kube(&dir.path, &api.kubeconfig());
+    assert!(m.status().kube, "memifd should report API access");
+    let pod = PodRef {
+        namespace: kube_standin::POD_NAMESPACE.into(),
+        name: kube_standin::POD_NAME.into(),
+    };
+    let got = m
+        .client()
+        .pod_annotations(pod.clone())
+        .expect("annotations");
+    let want: BTreeMap<String, String> = [
+        (
+            "cni.projectcalico.org/vppInterfacesSpec",
+            kube_standin::INTERFACES_SPEC,
+        ),
+        ("k8s.v1.cni.cncf.io/networks", kube_standin::NETWORKS),
+        (
+            "k8s.v1.cni.cncf.io/network-status",
+            kube_standin::NETWORK_STATUS,
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want, "only memif-related annotations, verbatim");
+    let reqs = api.requests();
+    let last = reqs.last().expect("a request reached the API server");
+    assert_eq!(last.method, "GET");
+    assert_eq!(
+        last.path,
+        format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            kube_standin::POD_NAMESPACE,
+            kube_standin::POD_NAME
+        )
+    );
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {}", kube_standin::TOKEN).as_str())
+    );
+
+    let missing = PodRef {
+        namespace: "demo".into(),
+        name: "no-such-pod".into(),
+    };
+    match m.client().pod_annotations(missing) {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.code, ErrorCode::Kube, "{}", e.message);
+            assert!(e.message.contains("no-such-pod"), "{}", e.message);
+        }
+        other => panic!("unknown pod: expected a kube error, got {other:?}"),
+    }
+    api.set_behaviour(kube_standin::Behaviour::Forbid);
+    match m.client().pod_annotations(pod.clone()) {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.code, ErrorCode::Kube, "{}", e.message);
+            assert!(
+                e.message.to_lowercase().contains("forbidden"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("forbidden: expected a kube error, got {other:?}"),
+    }
+    m.assert_alive();
+
+    // Without API access the request is refused, not hung.
+    let dir2 = TempDir::new("nokube");
+    let m2 = Memifd::start(&dir2.path);
+    assert!(!m2.status().kube);
+    match m2.client().pod_annotations(pod) {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.code, ErrorCode::Kube, "{}", e.message);
+            assert!(
+                e.message.contains("no Kubernetes API access"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("no API access: expected a kube error, got {other:?}"),
+    }
 }

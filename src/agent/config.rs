@@ -155,6 +155,17 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[test]
+    fn example_config_in_conf_parses_to_the_defaults() {
+        let text = include_str!("../../conf/memifd.json");
+        let cfg: Config = serde_json::from_str(text).expect("conf/memifd.json");
+        let want = Config {
+            feature_gates: FeatureGates::parse(r#"{"memifEnabled": true}"#).unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(cfg, want);
+    }
+
     fn write(text: &str) -> (tempdir::Dir, PathBuf) {
         let d = tempdir::Dir::new();
         let p = d.0.join("memifd.json");

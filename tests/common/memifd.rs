@@ -308,6 +308,9 @@ pub struct Memifd {
     child: Mutex<Option<Child>>,
     dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Whether memifd may use the Kubernetes API (its config then names a
+    /// kubeconfig); otherwise it runs with `--no-kubernetes`.
+    kube: bool,
     starts: usize,
 }
 
@@ -331,6 +334,23 @@ impl Memifd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            kube: false,
+            starts: 0,
+        };
+        m.spawn();
+        m
+    }
+
+    /// Starts memifd with Kubernetes API access through `kubeconfig` only.
+    #[track_caller]
+    pub fn start_kube(dir: &Path, kubeconfig: &Path) -> Memifd {
+        let config = serde_json::json!({ "kubeconfig": kubeconfig }).to_string();
+        fs::write(dir.join("memifd.json"), config).expect("write memifd config");
+        let mut m = Memifd {
+            child: Mutex::new(None),
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
+            kube: true,
             starts: 0,
         };
         m.spawn();
@@ -374,14 +394,18 @@ impl Memifd {
             .arg(&self.dir)
             .arg("--config")
             .arg(self.dir.join("memifd.json"))
-            .args(["--no-kubernetes", "--log", "info"])
+            .args(["--log", "info"])
             .env_remove("CALICOVPP_FEATURE_GATES")
             .env_remove("MEMIFD_CONFIG")
             .env_remove("MEMIF_LOG")
             .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log file"))
             .stderr(log);
+        if !self.kube {
+            cmd.arg("--no-kubernetes");
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
