@@ -1570,3 +1570,85 @@ fn pod_annotations_from_the_kubernetes_api() {
         other => panic!("no API access: expected a kube error, got {other:?}"),
     }
 }
+
+/// `memifctl show ...` against a live memifd with one connected and one idle
+/// attachment: the text names the netns and socket, the connection's rings
+/// and the traffic counted, and `--json` decodes to what `list` says.
+#[test]
+fn memifctl_show_against_live_memifd() {
+    preflight();
+    let dir = TempDir::new("showlive");
+    let ns = Netns::new("showlive");
+    let m = Memifd::start(&dir.path);
+    let mut c = m.client();
+    let name = unique("showlive");
+    let mut req = request(&ns, "ctr-show", "memif-eth1", "blue");
+    req.socket = Some(format!("@{name}"));
+    req.ips = vec!["10.7.0.5".parse().unwrap(), "fd00:7::5".parse().unwrap()];
+    let info = c.attach(req.clone()).expect("attach");
+    let idle = request(&ns, "ctr-idle", "memif-eth2", "blue");
+    c.attach(idle).expect("attach idle");
+    ns.wait_listeners(&BTreeSet::from([format!("@{name}"), "@memif-eth2".into()]));
+    let mut slave = ns
+        .slave(&SocketAddr::Abstract(name.clone()), &slave_cfg("live-app"))
+        .expect("client inside the netns");
+    wait_connected(&m, &req.key, true);
+    send_frames(&mut slave, 0, 7, 100);
+    wait_rx(&m, &req.key, 7);
+
+    let run = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_memifctl"))
+            .arg("--api")
+            .arg(m.api_socket())
+            .args(args)
+            .output()
+            .expect("run memifctl");
+        assert!(
+            out.status.success(),
+            "memifctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let text = run(&["show", "memif", "memif-eth1"]);
+    let sid = info.socket_id;
+    for want in [
+        format!("abstract:{name},netns_name={}", ns.path().display()),
+        format!("interface memif{sid}/0 (memif-eth1, network blue, container ctr-show)"),
+        format!("socket-id {sid} id 0 mode ethernet"),
+        "flags admin-up connected".to_string(),
+        "remote-name \"live-app\"".to_string(),
+        "num-s2m-rings 1 num-m2s-rings 1".to_string(),
+        "head 7 tail 7".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("memif-eth2"),
+        "filtered to one interface:\n{text}"
+    );
+
+    let addr = run(&["show", "int", "addr"]);
+    for want in [
+        format!("memif{sid}/0 (up):\n  unnumbered, use memif-eth1\n"),
+        "  L3 10.7.0.5/32\n  L3 fd00:7::5/128\n".to_string(),
+        "(dn):\n  unnumbered, use memif-eth2\n  L3 10.1.0.2/32\n".to_string(),
+    ] {
+        assert!(addr.contains(&want), "missing {want:?} in:\n{addr}");
+    }
+    let stats = run(&["show", "stats"]);
+    assert!(
+        stats.lines().any(|l| l.contains("memif-eth1")
+            && l.split_whitespace().any(|w| w == "7")
+            && l.split_whitespace().any(|w| w == "700")),
+        "7 packets / 700 bytes for memif-eth1 in:\n{stats}"
+    );
+    let json: Vec<AttachmentInfo> =
+        serde_json::from_str(&run(&["show", "memif", "--json"])).expect("--json decodes");
+    let listed = c.list(None).expect("list");
+    assert_eq!(json.len(), 2);
+    assert_eq!(
+        json.iter().map(|a| &a.request).collect::<Vec<_>>(),
+        listed.iter().map(|a| &a.request).collect::<Vec<_>>()
+    );
+}
