@@ -89,8 +89,11 @@ pub struct MemifSpec {
     pub rx_queues: u16,
     /// Node-to-pod queues (master-to-slave rings) accepted.
     pub tx_queues: u16,
-    /// Largest ring accepted, in descriptors (a power of two, 2..=16384).
-    pub ring_size: u32,
+    /// Largest pod-to-node (slave-to-master) ring accepted, in descriptors
+    /// (a power of two, 2..=16384): the annotation's `rxqsz`.
+    pub rx_ring_size: u32,
+    /// Largest node-to-pod (master-to-slave) ring accepted: `txqsz`.
+    pub tx_ring_size: u32,
     /// Buffer size the node advertises for its side, in bytes.
     pub buffer_size: u32,
     pub rx_mode: RxMode,
@@ -109,7 +112,8 @@ impl Default for MemifSpec {
             mode: Mode::Ethernet,
             rx_queues: 1,
             tx_queues: 1,
-            ring_size: 1024,
+            rx_ring_size: 1024,
+            tx_ring_size: 1024,
             buffer_size: 2048,
             rx_mode: RxMode::Adaptive,
             secret: None,

@@ -612,7 +612,7 @@ fn ring_log2_above_max_is_refused() {
     // The interface's own limit applies, not HELLO's socket-wide one.
     refused_case(
         "log2-iface",
-        limited(|l| l.max_log2_ring_size = 8),
+        limited(|l| l.max_log2_m2s_ring_size = 8),
         Some(VICTIM),
         "m2s ring 0 log2 size 10 above max 8",
         |p| {

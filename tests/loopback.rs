@@ -665,7 +665,8 @@ fn slave_respects_the_limits_in_hello() {
     let cfg = ServerConfig {
         limits: Limits {
             max_s2m_rings: 2,
-            max_log2_ring_size: 8,
+            max_log2_s2m_ring_size: 8,
+            max_log2_m2s_ring_size: 8,
             ..Limits::default()
         },
         ..ServerConfig::default()

@@ -101,7 +101,8 @@ fn idle() -> AttachmentInfo {
             spec: MemifSpec {
                 id: 1,
                 mode: Mode::Ip,
-                ring_size: 2048,
+                rx_ring_size: 2048,
+                tx_ring_size: 2048,
                 rx_mode: RxMode::Polling,
                 ..MemifSpec::default()
             },
@@ -172,14 +173,14 @@ interface memif1/1 (memif-eth2, network red, container c0ffee)
   flags admin-up
   listener-fd -1 conn-fd 0
   num-s2m-rings 0 num-m2s-rings 0 buffer-size 0 num-regions 0
-  spec rx-queues 1 tx-queues 1 ring-size 2048 buffer-size 2048 rx-mode polling ips 10.2.0.9
+  spec rx-queues 1 tx-queues 1 rx-ring-size 2048 tx-ring-size 2048 buffer-size 2048 rx-mode polling ips 10.2.0.9
 
 interface memif3/0 (memif-eth1, pod default/web-1, network blue, container 1234abcd5678)
   socket-id 3 id 0 mode ethernet
   flags admin-up connected
   listener-fd 41 conn-fd 45
   num-s2m-rings 2 num-m2s-rings 1 buffer-size 2048 num-regions 1
-  spec rx-queues 2 tx-queues 1 ring-size 1024 buffer-size 2048 rx-mode adaptive ips 10.1.2.3
+  spec rx-queues 2 tx-queues 1 rx-ring-size 1024 tx-ring-size 1024 buffer-size 2048 rx-mode adaptive ips 10.1.2.3
   remote-name \"dpdk \\\"app\\\"\"
   region 0 size 6294912 fd 46
   master-to-slave ring 0:
@@ -197,7 +198,7 @@ interface memif12/0 (memif1, pod kube-system/dns-0, network green, container fee
   flags admin-up
   listener-fd 50 conn-fd 0
   num-s2m-rings 0 num-m2s-rings 0 buffer-size 0 num-regions 0
-  spec rx-queues 1 tx-queues 1 ring-size 1024 buffer-size 2048 rx-mode interrupt mac 02:00:00:00:00:07 ips fd00:10::7,10.3.0.7
+  spec rx-queues 1 tx-queues 1 rx-ring-size 1024 tx-ring-size 1024 buffer-size 2048 rx-mode interrupt mac 02:00:00:00:00:07 ips fd00:10::7,10.3.0.7
 ";
 
 #[test]
@@ -221,7 +222,7 @@ interface memif12/0 (memif1, pod kube-system/dns-0, network green, container fee
   flags admin-up
   listener-fd 50 conn-fd 0
   num-s2m-rings 0 num-m2s-rings 0 buffer-size 0 num-regions 0
-  spec rx-queues 1 tx-queues 1 ring-size 1024 buffer-size 2048 rx-mode interrupt mac 02:00:00:00:00:07 ips fd00:10::7,10.3.0.7
+  spec rx-queues 1 tx-queues 1 rx-ring-size 1024 tx-ring-size 1024 buffer-size 2048 rx-mode interrupt mac 02:00:00:00:00:07 ips fd00:10::7,10.3.0.7
 ";
     assert_eq!(render_memif(&fixtures(), Some("memif1")), want);
     assert_eq!(render_memif(&fixtures(), Some("memif12/0")), want);

@@ -124,7 +124,8 @@ fn api_round_trips() {
     let mut a = request(&ns1, "ctr-a", "memif-eth1", "blue");
     a.spec.rx_queues = 2;
     a.spec.tx_queues = 3;
-    a.spec.ring_size = 2048;
+    a.spec.rx_ring_size = 2048;
+    a.spec.tx_ring_size = 512;
     a.spec.mode = Mode::Ip;
     a.spec.secret = Some("s3cret".into());
     a.spec.mac = Some("02:00:00:00:00:01".into());
@@ -160,7 +161,7 @@ fn api_round_trips() {
 
     // same key, different parameters
     let mut a2 = a.clone();
-    a2.spec.ring_size = 1024;
+    a2.spec.rx_ring_size = 1024;
     let (code, msg) = api_code(c.attach(a2));
     assert_eq!(code, ErrorCode::Conflict, "{msg}");
     assert!(msg.contains("ctr-a/memif-eth1"), "{msg}");
@@ -384,16 +385,16 @@ fn api_errors_leave_nothing_behind() {
         &["tx queues", "17"],
     );
     spec_case(
-        &|r| r.spec.ring_size = 1000,
+        &|r| r.spec.rx_ring_size = 1000,
         InvalidSpec,
-        &["ring size", "1000"],
+        &["rx ring size", "1000"],
     );
     spec_case(
-        &|r| r.spec.ring_size = 8192,
+        &|r| r.spec.tx_ring_size = 8192,
         InvalidSpec,
-        &["ring size", "4096"],
+        &["tx ring size", "4096"],
     );
-    spec_case(&|r| r.spec.ring_size = 1, InvalidSpec, &["ring size"]);
+    spec_case(&|r| r.spec.rx_ring_size = 1, InvalidSpec, &["rx ring size"]);
     spec_case(
         &|r| r.spec.buffer_size = 8192,
         InvalidSpec,
@@ -1135,7 +1136,7 @@ fn concurrent_callers_stay_consistent() {
                 "red",
             );
             let mut other = base.clone();
-            other.spec.ring_size = 512;
+            other.spec.tx_ring_size = 512;
             other.ips = vec!["10.9.0.9".parse().unwrap()];
             [base, other]
         })

@@ -681,7 +681,8 @@ fn interface_config(req: &AttachRequest) -> InterfaceConfig {
         limits: Limits {
             max_s2m_rings: s.rx_queues,
             max_m2s_rings: s.tx_queues,
-            max_log2_ring_size: s.ring_size.trailing_zeros() as u8,
+            max_log2_s2m_ring_size: s.rx_ring_size.trailing_zeros() as u8,
+            max_log2_m2s_ring_size: s.tx_ring_size.trailing_zeros() as u8,
             ..Limits::default()
         },
     }
@@ -702,11 +703,13 @@ pub fn check_spec(s: &MemifSpec, max: &crate::api::MaxSpec) -> Result<(), ApiErr
             s.tx_queues, max.tx_queues
         ));
     }
-    if !s.ring_size.is_power_of_two() || s.ring_size < 2 || s.ring_size > max.ring_size {
-        return bad(format!(
-            "ring size {} must be a power of two in 2..={} (node maximum)",
-            s.ring_size, max.ring_size
-        ));
+    for (what, size) in [("rx", s.rx_ring_size), ("tx", s.tx_ring_size)] {
+        if !size.is_power_of_two() || size < 2 || size > max.ring_size {
+            return bad(format!(
+                "{what} ring size {size} must be a power of two in 2..={} (node maximum)",
+                max.ring_size
+            ));
+        }
     }
     if s.buffer_size < 128 || s.buffer_size > max.buffer_size {
         return bad(format!(

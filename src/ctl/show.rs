@@ -282,8 +282,8 @@ fn memif_block(s: &mut String, a: &AttachmentInfo) {
     let sp = &r.spec;
     let _ = write!(
         s,
-        "  spec rx-queues {} tx-queues {} ring-size {} buffer-size {} rx-mode {}",
-        sp.rx_queues, sp.tx_queues, sp.ring_size, sp.buffer_size, sp.rx_mode
+        "  spec rx-queues {} tx-queues {} rx-ring-size {} tx-ring-size {} buffer-size {} rx-mode {}",
+        sp.rx_queues, sp.tx_queues, sp.rx_ring_size, sp.tx_ring_size, sp.buffer_size, sp.rx_mode
     );
     if let Some(mac) = &sp.mac {
         let _ = write!(s, " mac {mac}");

@@ -24,8 +24,11 @@ pub struct Limits {
     pub max_s2m_rings: u16,
     /// Number of master-to-slave rings (our tx queues) accepted.
     pub max_m2s_rings: u16,
-    /// Largest ring, as log2 of its descriptor count (at most 14).
-    pub max_log2_ring_size: u8,
+    /// Largest slave-to-master ring, as log2 of its descriptor count (at
+    /// most 14).
+    pub max_log2_s2m_ring_size: u8,
+    /// Largest master-to-slave ring, as log2 (at most 14).
+    pub max_log2_m2s_ring_size: u8,
     /// Largest frame accepted or sent, in bytes.
     pub max_frame: usize,
 }
@@ -36,7 +39,8 @@ impl Default for Limits {
             max_regions: 256,
             max_s2m_rings: 256,
             max_m2s_rings: 256,
-            max_log2_ring_size: MAX_LOG2_RING_SIZE,
+            max_log2_s2m_ring_size: MAX_LOG2_RING_SIZE,
+            max_log2_m2s_ring_size: MAX_LOG2_RING_SIZE,
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
@@ -160,7 +164,10 @@ impl Handshake {
             max_region: idx(limits.max_regions),
             max_m2s_ring: idx(limits.max_m2s_rings),
             max_s2m_ring: idx(limits.max_s2m_rings),
-            max_log2_ring_size: limits.max_log2_ring_size.min(MAX_LOG2_RING_SIZE),
+            max_log2_ring_size: limits
+                .max_log2_s2m_ring_size
+                .max(limits.max_log2_m2s_ring_size)
+                .min(MAX_LOG2_RING_SIZE),
         });
         (
             Handshake {
@@ -244,10 +251,15 @@ impl Handshake {
                 if list.len() >= max as usize {
                     return Err(Reject::new(format!("too many {dir} rings (max {max})")));
                 }
-                if r.log2_ring_size > lim.max_log2_ring_size {
+                let max_log2 = if r.is_s2m() {
+                    lim.max_log2_s2m_ring_size
+                } else {
+                    lim.max_log2_m2s_ring_size
+                };
+                if r.log2_ring_size > max_log2 {
                     return Err(Reject::new(format!(
-                        "{dir} ring {} log2 size {} above max {}",
-                        r.index, r.log2_ring_size, lim.max_log2_ring_size
+                        "{dir} ring {} log2 size {} above max {max_log2}",
+                        r.index, r.log2_ring_size
                     )));
                 }
                 if r.region as usize >= self.regions.len() {
