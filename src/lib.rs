@@ -7,8 +7,10 @@
 
 pub mod agent;
 pub mod api;
+pub mod cni;
 pub mod ctl;
 pub mod dataplane;
+pub mod link;
 pub mod memif;
 pub mod netns;
 pub mod spec;

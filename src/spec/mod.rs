@@ -1,4 +1,5 @@
-//! Pod- and operator-facing inputs: feature gates (and, with the plugin,
-//! the interface-spec annotations).
+//! Pod- and operator-facing inputs: feature gates and the interface spec
+//! (CalicoVPP's `vppInterfacesSpec` keys).
 
 pub mod gates;
+pub mod interfaces;
