@@ -45,6 +45,9 @@ const usageText = `usage:
 `
 
 func main() {
+	if filepath.Base(os.Args[0]) == prevProviderName {
+		os.Exit(prevProvider())
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usageText)
 		os.Exit(exitUsage)
@@ -523,4 +526,36 @@ func readLines(file string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// ---------------------------------------------------------------------------
+// prev-provider: a minimal CNI plugin for chaining tests. Installed as a
+// link named "cni-prev-provider" to this binary, it answers ADD with the
+// config's "testResult" (cniVersion set to the config's), succeeds on DEL
+// and CHECK, and answers VERSION. It creates nothing.
+
+const prevProviderName = "cni-prev-provider"
+
+func prevProvider() int {
+	in, _ := io.ReadAll(os.Stdin)
+	var conf map[string]interface{}
+	_ = json.Unmarshal(in, &conf)
+	ver, _ := conf["cniVersion"].(string)
+	if ver == "" {
+		ver = "1.0.0"
+	}
+	switch os.Getenv("CNI_COMMAND") {
+	case "ADD":
+		res, ok := conf["testResult"].(map[string]interface{})
+		if !ok {
+			writeJSON(os.Stdout, map[string]interface{}{"cniVersion": ver, "code": 7, "msg": "testResult missing"})
+			return 1
+		}
+		res["cniVersion"] = ver
+		writeJSON(os.Stdout, res)
+	case "VERSION":
+		writeJSON(os.Stdout, map[string]interface{}{"cniVersion": ver,
+			"supportedVersions": []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0"}})
+	}
+	return 0
 }

@@ -101,16 +101,59 @@ impl Ipam {
         CniResult::from_value(&v, &format!("IPAM {} result", self.plugin))
     }
 
-    /// The versions the plugin supports (for STATUS and GC forwarding).
-    pub fn supports(&self, version: &str) -> bool {
+    /// The versions the plugin supports (VERSION verb); empty if it
+    /// cannot tell.
+    pub fn versions(&self) -> Vec<String> {
         let Ok(out) = self.exec("VERSION", br#"{"cniVersion":"0.4.0"}"#) else {
-            return false;
+            return Vec::new();
         };
         serde_json::from_slice::<Value>(&out)
             .ok()
             .and_then(|v| v.get("supportedVersions").cloned())
             .and_then(|v| v.as_array().cloned())
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(version)))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    }
+
+    /// Whether the plugin speaks `version`.
+    pub fn supports(&self, version: &str) -> bool {
+        self.versions().iter().any(|v| v == version)
+    }
+
+    /// The config for this plugin: as given when it speaks the config's
+    /// version; else (a 1.1.0 config and an IPAM plugin that stops at
+    /// 1.0.0, like host-local 1.1.1) with `cniVersion` lowered to the
+    /// newest version both speak, 0.3.0 or later. Results of any of those
+    /// versions are read alike.
+    pub fn adapt(&self, stdin: &[u8], cni_version: &str) -> Vec<u8> {
+        use super::version::Version;
+        let Some(want) = Version::parse(cni_version) else {
+            return stdin.to_vec();
+        };
+        if want < Version::V1_1_0 {
+            return stdin.to_vec();
+        }
+        let theirs = self.versions();
+        if theirs.iter().any(|v| v == cni_version) {
+            return stdin.to_vec();
+        }
+        let best = theirs
+            .iter()
+            .filter_map(|v| Version::parse(v).map(|p| (p, v)))
+            .filter(|(p, _)| *p <= want && *p >= Version(0, 3, 0))
+            .max_by_key(|(p, _)| *p)
+            .map(|(_, v)| v.clone());
+        let (Some(best), Ok(mut v)) = (best, serde_json::from_slice::<Value>(stdin)) else {
+            return stdin.to_vec();
+        };
+        tracing::debug!(
+            plugin = %self.plugin,
+            "IPAM speaks up to {best}, not {cni_version}: delegating with cniVersion {best}"
+        );
+        v["cniVersion"] = Value::from(best);
+        serde_json::to_vec(&v).expect("config serializes")
     }
 }
 

@@ -260,7 +260,7 @@ impl Plugin<'_> {
             return CniResult::from_value(prev, "prevResult");
         }
         if let Some(ipam) = self.ipam()? {
-            let r = ipam.add(self.stdin)?;
+            let r = ipam.add(&ipam.adapt(self.stdin, &self.conf.cni_version))?;
             undo.ipam = Some(ipam);
             return Ok(r);
         }
@@ -423,7 +423,8 @@ impl Plugin<'_> {
             }
         }
         if let Some(ipam) = undo.ipam {
-            if let Err(e) = ipam.exec("DEL", self.stdin) {
+            let stdin = ipam.adapt(self.stdin, &self.conf.cni_version);
+            if let Err(e) = ipam.exec("DEL", &stdin) {
                 tracing::warn!("rollback: IPAM DEL failed: {e}");
             }
         }
@@ -460,7 +461,7 @@ impl Plugin<'_> {
             }
         }
         if let Some(ipam) = self.ipam()? {
-            ipam.exec("DEL", self.stdin)?;
+            ipam.exec("DEL", &ipam.adapt(self.stdin, &self.conf.cni_version))?;
         }
         if let Some(path) = &self.conf.runtime_config.device_info_file {
             let _ = std::fs::remove_file(path);
@@ -537,7 +538,7 @@ impl Plugin<'_> {
             )));
         }
         if let Some(ipam) = self.ipam()? {
-            ipam.exec("CHECK", self.stdin)?;
+            ipam.exec("CHECK", &ipam.adapt(self.stdin, &self.conf.cni_version))?;
         }
         Ok(())
     }
