@@ -152,6 +152,13 @@ impl Ipam {
             plugin = %self.plugin,
             "IPAM speaks up to {best}, not {cni_version}: delegating with cniVersion {best}"
         );
+        if let Some(prev) = v.get("prevResult") {
+            // The prevResult goes down with the config.
+            if let Ok(r) = CniResult::from_value(prev, "prevResult") {
+                let bv = Version::parse(&best).expect("parsed above");
+                v["prevResult"] = r.to_version(&best, bv);
+            }
+        }
         v["cniVersion"] = Value::from(best);
         serde_json::to_vec(&v).expect("config serializes")
     }

@@ -379,7 +379,10 @@ impl Plugin<'_> {
             socket_path: Some(socket.clone()),
             ..Interface::default()
         });
+        // The addresses as the dummy holds them: unnumbered /32 and /128.
         for ip in &mut res.ips {
+            let host = if ip.address.is_ipv4() { 32 } else { 128 };
+            ip.address = IpNetwork::new(ip.address.ip(), host).expect("host prefix");
             ip.interface = Some(idx);
         }
         if res.dns.is_none() {

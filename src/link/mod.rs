@@ -223,6 +223,12 @@ async fn configure(h: &Handle, spec: &DummySpec) -> Result<LinkState, LinkError>
                 "0",
             )?;
         }
+        // Keep the /128 when the pod sets the link down and up again (the
+        // kernel drops IPv6 addresses on down otherwise).
+        write_sysctl(
+            &format!("/proc/sys/net/ipv6/conf/{}/keep_addr_on_down", spec.name),
+            "1",
+        )?;
     }
     for ip in &spec.addrs {
         let len = if ip.is_ipv4() { 32 } else { 128 };
