@@ -20,7 +20,6 @@ mod kube_standin;
 mod memifd_common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 use cni_common::*;
@@ -32,30 +31,18 @@ use serde_json::{json, Value};
 
 const IF: &str = "memif-eth1";
 
-/// Runs `body` here when this kernel has dummy, else this same test inside
-/// a VM. Returns false when it ran elsewhere.
+/// True when this test should run here: the kernel has dummy. Otherwise
+/// runs this same test inside a VM and returns false.
 fn here_or_in_vm(test: &str) -> bool {
     preflight();
-    if kernel_has_dummy() {
+    if kernel_has_dummy() && std::env::var_os("MEMIF_CNI_FORCE_VM").is_none() {
         return true;
     }
     assert!(
-        std::env::var_os("MEMIF_CNI_IN_VM").is_none(),
+        !in_vm(),
         "inside the VM and still no dummy link type: dummy.ko was not loaded"
     );
-    let exe = std::env::current_exe().expect("test binary path");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    eprintln!("{test}: this kernel has no dummy; running it in a VM (e2e/vm/run.sh)");
-    let st = Command::new("bash")
-        .arg(repo.join("e2e/vm/run.sh"))
-        .args(["--env", "MEMIF_CNI_IN_VM=1", "--env", "RUST_BACKTRACE=1"])
-        .args(["--mem", "1536", "--timeout", "900", "--"])
-        .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .current_dir(repo)
-        .status()
-        .expect("run e2e/vm/run.sh");
-    assert!(st.success(), "{test} failed inside the VM ({st})");
+    run_self_in_vm(test);
     false
 }
 

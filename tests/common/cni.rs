@@ -305,3 +305,29 @@ pub fn kernel_has_dummy() -> bool {
         .expect("run ip link add")
         .success()
 }
+
+/// Runs the test `test` of the current test binary inside a QEMU VM
+/// (`e2e/vm/run.sh`, a stock Debian kernel with dummy) with
+/// `MEMIF_CNI_IN_VM=1`; fails when it fails there.
+#[track_caller]
+pub fn run_self_in_vm(test: &str) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let repo = repo();
+    eprintln!("{test}: running it in a VM (e2e/vm/run.sh)");
+    let st = Command::new("bash")
+        .arg(repo.join("e2e/vm/run.sh"))
+        .args(["--env", "MEMIF_CNI_IN_VM=1", "--env", "RUST_BACKTRACE=1"])
+        .args(["--mem", "1536", "--timeout", "900", "--"])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run e2e/vm/run.sh");
+    assert!(st.success(), "{test} failed inside the VM ({st})");
+}
+
+/// Whether this process runs inside the test VM.
+pub fn in_vm() -> bool {
+    std::env::var_os("MEMIF_CNI_IN_VM").is_some()
+}
