@@ -32,6 +32,9 @@ if [ "$inner" = 0 ]; then
   fi
 fi
 
+# In the VM, the bridge module loads through the guest's modprobe.
+if [ -n "${MEMIF_VM:-}" ]; then modprobe bridge 2>/dev/null || true; fi
+
 work=$(mktemp -d /tmp/bench-cni.XXXXXX)
 tag="bc$$"
 cleanup() {
@@ -71,8 +74,12 @@ JSON
 
 drv="$repo/target/cnidriver/cnidriver"
 run() { # conf list ifname out
-  "$drv" bench --conf "$1" --netns-list "$2" --ifname "$3" --cni-path "$work/bin" \
-    --cache-dir "$work/cache" >"$4" 2>>"$work/bench.log"
+  if ! "$drv" bench --conf "$1" --netns-list "$2" --ifname "$3" --cni-path "$work/bin" \
+    --cache-dir "$work/cache" >"$4" 2>>"$work/bench.log"; then
+    echo "bench-cni: $(basename "$1") failed:" >&2
+    cat "$work/bench.log" >&2
+    exit 1
+  fi
 }
 run "$work/memif.json" "$work/a.list" memif-eth1 "$work/m1.json"
 run "$work/bridge.json" "$work/a.list" eth1 "$work/b1.json"
