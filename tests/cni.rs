@@ -388,3 +388,43 @@ fn add_without_dummy_support_fails_cleanly() {
         w.assert_nothing_left(&ns, IF, "ndnet");
     }
 }
+
+/// Every example network config in conf/ is valid for the plugin: it
+/// parses, names a supported version, and its default spec resolves
+/// within the default node maximum.
+#[test]
+fn example_network_configs_parse() {
+    use memif_cni::cni::types::NetConf;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+        if ext != "conf" && ext != "conflist" {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let plugins: Vec<Value> = match v.get("plugins") {
+            Some(list) => list.as_array().unwrap().clone(),
+            None => vec![v.clone()],
+        };
+        let mine: Vec<&Value> = plugins
+            .iter()
+            .filter(|p| p["type"] == "memif-cni")
+            .collect();
+        assert_eq!(mine.len(), 1, "{}: one memif-cni plugin", p.display());
+        let mut c = mine[0].clone();
+        c["cniVersion"] = v["cniVersion"].clone();
+        c["name"] = v["name"].clone();
+        let conf = NetConf::parse(&serde_json::to_vec(&c).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        memif_cni::cni::version::check(&conf.cni_version).unwrap();
+        if let Some(spec) = conf.default_spec().unwrap() {
+            memif_cni::spec::interfaces::resolve(&[&spec], &Default::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "the examples are in conf/");
+}

@@ -458,3 +458,66 @@ fn capabilities_spec_keys_and_rollback() {
     assert!(w.allocations(net).is_empty());
     assert!(w.attachments(net).is_empty());
 }
+
+/// conf/'s examples through libcni as a runtime would run them: the
+/// standalone host-local network, and the conflist that chains memif-cni
+/// behind Debian's `static` plugin fed by the `ips` capability.
+#[test]
+fn example_configs_work() {
+    if !here_or_in_vm("example_configs_work") {
+        return;
+    }
+    let w = Cni::new("cni-examples", "{}");
+    let conf_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let load = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(conf_dir.join(name)).unwrap()).unwrap()
+    };
+    let socket = w.memifd.api_socket();
+
+    let mut l2 = load("memif-l2.conf");
+    l2["memifdSocket"] = json!(socket);
+    l2["ipam"]["dataDir"] = json!(w.ipam_dir());
+    let ns = Netns::new("ex-l2");
+    let f = w.write_conf("ex-l2", &l2);
+    let nsp = ns.path().display().to_string();
+    let r = w.lib("add", &f, &nsp, IF, "ex1");
+    r.ok();
+    assert_result(&r.json(), "1.0.0", &ns, &["10.10.0.2/32", "fd00:10::2/128"]);
+    assert_dummy(
+        &ns,
+        &["10.10.0.2/32", "fd00:10::2/128"],
+        &["10.10.0.0/16", "10.10.0.0/24", "fd00:10::/64"],
+        None,
+    );
+    assert_memif_serves(&w, &ns, "ex1");
+    w.lib("check", &f, &nsp, IF, "ex1").ok();
+    w.lib("del", &f, &nsp, IF, "ex1").ok();
+    w.assert_nothing_left(&ns, IF, "network-blue");
+
+    let mut chained = load("memif-chained.conflist");
+    chained["plugins"][1]["memifdSocket"] = json!(socket);
+    let ns = Netns::new("ex-ch");
+    let f = w.write_conf("ex-ch", &chained);
+    let nsp = ns.path().display().to_string();
+    let caps = json!({"ips": ["10.30.1.5/24"], "mac": "02:30:00:00:01:05"});
+    let r = w.lib_with("add", &f, &nsp, IF, "ex2", None, Some(&caps));
+    r.ok();
+    let res = r.json();
+    assert_result(&res, "1.0.0", &ns, &["10.30.1.5/32"]);
+    assert_eq!(
+        res["routes"][0]["dst"], "10.30.0.0/16",
+        "static's routes pass through"
+    );
+    assert_dummy(
+        &ns,
+        &["10.30.1.5/32"],
+        &["10.30.1.0/24", "10.30.0.0/16"],
+        Some("02:30:00:00:01:05"),
+    );
+    w.lib_with("check", &f, &nsp, IF, "ex2", None, Some(&caps))
+        .ok();
+    w.lib_with("del", &f, &nsp, IF, "ex2", None, Some(&caps))
+        .ok();
+    assert!(!link_exists(&ns, IF));
+    assert!(w.attachments("network-green").is_empty());
+}
