@@ -3,7 +3,7 @@
 # only when missing. Needs root (apt-get).
 set -euo pipefail
 
-pkgs=(dpdk dpdk-dev librte-net-memif23 iproute2 util-linux procps)
+pkgs=(dpdk dpdk-dev librte-net-memif23 iproute2 util-linux procps iputils-ping)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
