@@ -3,7 +3,7 @@
 # only when missing. Needs root (apt-get).
 set -euo pipefail
 
-pkgs=(dpdk dpdk-dev librte-net-memif23 iproute2 util-linux procps kmod python3
+pkgs=(dpdk dpdk-dev librte-net-memif23 iproute2 util-linux procps kmod python3 iputils-ping
       containernetworking-plugins golang-1.19-go golang-github-appc-cni-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -186,6 +186,8 @@ pub enum Request {
     },
     /// The pod's memif-related annotations from the Kubernetes API.
     PodAnnotations(PodRef),
+    /// Every network's uplink (TUN device) and its counters.
+    Uplinks,
 }
 
 /// A request as sent: the version and the request.
@@ -379,7 +381,26 @@ pub enum Reply {
     Annotations {
         annotations: BTreeMap<String, String>,
     },
+    /// To uplinks.
+    Uplinks {
+        items: Vec<UplinkStatus>,
+    },
     Error(ApiError),
+}
+
+/// A network's uplink: the TUN device in the host netns that the pods'
+/// host routes point to. `stats`: rx is what the host sent into the
+/// network, tx what the pods sent to the host; drops by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkStatus {
+    pub network: String,
+    /// The TUN device; absent when it could not be created (see `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub stats: IfStats,
 }
 
 /// A reply as sent.
@@ -488,6 +509,13 @@ impl Client {
         match self.call(Request::List { network })? {
             Reply::Attachments { items } => Ok(items),
             _ => Err(ClientError::Unexpected("list")),
+        }
+    }
+
+    pub fn uplinks(&mut self) -> Result<Vec<UplinkStatus>, ClientError> {
+        match self.call(Request::Uplinks)? {
+            Reply::Uplinks { items } => Ok(items),
+            _ => Err(ClientError::Unexpected("uplinks")),
         }
     }
 

@@ -169,6 +169,9 @@ pub async fn handle(agent: &Agent, line: &[u8]) -> Reply {
             .pod_annotations(&p)
             .await
             .map(|annotations| Reply::Annotations { annotations }),
+        Request::Uplinks => Ok(Reply::Uplinks {
+            items: agent.uplinks(),
+        }),
     };
     r.unwrap_or_else(|e| {
         tracing::debug!(code = ?e.code, message = %e.message, "API request refused");

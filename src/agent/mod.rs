@@ -23,9 +23,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::api::{
     ApiError, AttachRequest, AttachmentInfo, AttachmentKey, ConnectionInfo, ErrorCode, MemifSpec,
-    PodRef, RegionInfo, RingState, StatusInfo, API_VERSION,
+    PodRef, RegionInfo, RingState, StatusInfo, UplinkStatus, API_VERSION,
 };
-use crate::dataplane::{Attached, Dataplane, IfCounters, RingCounters};
+use crate::dataplane::{port_mac, Attached, Dataplane, IfCounters, PortConfig, RingCounters};
 use crate::memif::master::{InterfaceConfig, Limits, MasterConnection, RingInfo};
 use crate::memif::server::{Server, ServerConfig, ServerEvent, SocketId};
 use crate::memif::shm::{Region, RingRef};
@@ -157,7 +157,7 @@ impl Shared {
                     tracing::info!(attachment = %e.request.key, network = %e.request.network, id, %reason, "memif client disconnected");
                 }
                 drop(reg);
-                self.dataplane.remove(sock);
+                self.dataplane.disconnect(sock);
             }
             ServerEvent::Rejected { id, reason } => {
                 let mut reg = self.lock();
@@ -180,7 +180,7 @@ impl Shared {
         let s2m_fds = fds(&|i| c.rx[i].event_fd().as_raw_fd(), c.rx.len());
         let m2s_fds = fds(&|i| c.tx[i].event_fd().as_raw_fd(), c.tx.len());
         let rings = Arc::new(RingCounters::new(c.rx.len(), c.tx.len()));
-        e.conn = Some(LiveConn {
+        let live = LiveConn {
             peer_name: c.peer_name.clone(),
             mode: c.mode,
             control_fd: c.control_fd,
@@ -188,10 +188,13 @@ impl Shared {
             s2m: c.s2m_rings.iter().copied().zip(s2m_fds).collect(),
             m2s: c.m2s_rings.iter().copied().zip(m2s_fds).collect(),
             rings: rings.clone(),
-        });
-        e.counters.connects.fetch_add(1, Relaxed);
-        tracing::info!(attachment = %e.request.key, network = %e.request.network, peer = %c.peer_name,
-            rx_queues = c.rx.len(), tx_queues = c.tx.len(), "memif client connected");
+        };
+        let (key, network, peer) = (
+            e.request.key.clone(),
+            e.request.network.clone(),
+            c.peer_name.clone(),
+        );
+        let (rxq, txq) = (c.rx.len(), c.tx.len());
         let a = Attached {
             key: sock,
             rx_mode: e.request.spec.rx_mode,
@@ -200,7 +203,22 @@ impl Shared {
             conn: c,
         };
         drop(reg);
-        self.dataplane.add(a);
+        // The worker has the rings before the API says "connected": from
+        // then on, frames to the pod are delivered.
+        self.dataplane.connect(a);
+        let mut reg = self.lock();
+        match reg.entry_by_socket(sock) {
+            Some(e) => {
+                e.conn = Some(live);
+                e.counters.connects.fetch_add(1, Relaxed);
+                tracing::info!(attachment = %key, network = %network, peer = %peer,
+                    rx_queues = rxq, tx_queues = txq, "memif client connected");
+            }
+            None => {
+                drop(reg);
+                self.dataplane.disconnect(sock);
+            }
+        }
     }
 
     fn on_bad_peer(&self, sock: SocketId, reason: String) {
@@ -321,6 +339,8 @@ impl Agent {
                     "dropping attachment: its netns is gone");
                 continue;
             }
+            let counters = Arc::<IfCounters>::default();
+            self.add_port(&p.request, p.socket_id, &counters);
             match self.bind_and_serve(&p.request, p.socket_id).await {
                 Ok(fd) => {
                     self.shared.lock().insert(Entry {
@@ -328,12 +348,13 @@ impl Agent {
                         socket_id: p.socket_id,
                         created: p.created,
                         listener_fd: fd,
-                        counters: Arc::default(),
+                        counters,
                         conn: None,
                     });
                     restored += 1;
                 }
                 Err(e) => {
+                    self.shared.dataplane.remove_port(p.socket_id);
                     tracing::warn!(attachment = %key, error = %e.message, "dropping attachment: cannot restore its listener")
                 }
             }
@@ -350,6 +371,25 @@ impl Agent {
             elapsed_ms = t0.elapsed().as_millis() as u64,
             "state restored"
         );
+    }
+
+    /// Registers the attachment with the dataplane as a port of its
+    /// network (before its listener exists, so the port is known when the
+    /// client connects). An uplink problem does not fail the attachment:
+    /// pods of the network still reach each other; it is logged and shown
+    /// by the dataplane.
+    fn add_port(&self, req: &AttachRequest, sid: SocketId, counters: &Arc<IfCounters>) {
+        let cfg = PortConfig {
+            key: sid,
+            network: req.network.clone(),
+            mode: req.spec.mode,
+            ips: req.ips.clone(),
+            mac: port_mac(req.spec.mac.as_deref(), &req.key.to_string()),
+            counters: counters.clone(),
+        };
+        if let Err(e) = self.shared.dataplane.add_port(cfg) {
+            tracing::warn!(attachment = %req.key, error = %e, "attached without a working uplink");
+        }
     }
 
     /// Binds the request's listener in its netns and hands it to the memif
@@ -438,7 +478,15 @@ impl Agent {
             }
         }
         let sid = self.shared.lock().next_socket;
-        let fd = self.bind_and_serve(&req, sid).await?;
+        let counters = Arc::<IfCounters>::default();
+        self.add_port(&req, sid, &counters);
+        let fd = match self.bind_and_serve(&req, sid).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.shared.dataplane.remove_port(sid);
+                return Err(e);
+            }
+        };
         let g = {
             let mut reg = self.shared.lock();
             reg.insert(Entry {
@@ -446,7 +494,7 @@ impl Agent {
                 socket_id: sid,
                 created: now_secs(),
                 listener_fd: fd,
-                counters: Arc::default(),
+                counters,
                 conn: None,
             });
             reg.generation += 1;
@@ -466,6 +514,7 @@ impl Agent {
                 reg.generation += 1;
             }
             self.close_socket(sid).await;
+            self.shared.dataplane.remove_port(sid);
             self.persist_kick.notify_one();
             return Err(err(
                 ErrorCode::Internal,
@@ -501,7 +550,7 @@ impl Agent {
             return Ok(false);
         };
         self.close_socket(e.socket_id).await;
-        self.shared.dataplane.remove(e.socket_id);
+        self.shared.dataplane.remove_port(e.socket_id);
         drop(op);
         tracing::info!(attachment = %key, network = %e.request.network, "detached");
         self.persist(g).await.map_err(|m| {
@@ -536,7 +585,7 @@ impl Agent {
         };
         for e in &gone {
             self.close_socket(e.socket_id).await;
-            self.shared.dataplane.remove(e.socket_id);
+            self.shared.dataplane.remove_port(e.socket_id);
             tracing::info!(attachment = %e.request.key, network, "garbage-collected");
         }
         drop(op);
@@ -566,6 +615,21 @@ impl Agent {
             .collect();
         v.sort_by_key(|a| a.socket_id);
         v
+    }
+
+    /// Every network's uplink and its counters.
+    pub fn uplinks(&self) -> Vec<UplinkStatus> {
+        self.shared
+            .dataplane
+            .uplinks()
+            .into_iter()
+            .map(|u| UplinkStatus {
+                network: u.network,
+                device: u.device,
+                error: u.error,
+                stats: u.stats,
+            })
+            .collect()
     }
 
     pub fn status(&self) -> StatusInfo {

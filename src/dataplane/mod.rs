@@ -1,33 +1,143 @@
 //! The dataplane: worker threads that own the rings of connected memif
-//! interfaces.
+//! interfaces and forward between them and each network's uplink.
 //!
-//! The control plane hands a connected interface to a worker through a
-//! channel (never a lock on the packet path) and takes it back the same way.
-//! Each interface's counters are shared atomics the control plane reads for
-//! `show stats` and metrics.
+//! **Ports and networks.** Every attachment is a *port* of its CNI network
+//! ([`Dataplane::add_port`], from attach until detach); a port is
+//! *connected* while a memif client is ([`Dataplane::connect`] /
+//! [`Dataplane::disconnect`]). Networks are isolated: a port's frames are
+//! only ever routed to ports of its own network or to its network's
+//! uplink.
 //!
-//! Forwarding between interfaces is not here yet: every received frame is
-//! counted and dropped as `no-route`. Rx modes (polling, interrupt,
-//! adaptive) already apply, so an idle node costs no CPU.
+//! **Forwarding** (per network, see [`worker`]):
+//! - ip-mode ports (`isl3: true`) carry bare IP packets; ethernet-mode
+//!   ports carry ethernet frames and are promiscuous: memifd answers ARP
+//!   requests and IPv6 neighbour solicitations for any target other than
+//!   the pod's own addresses with the port's MAC, learns the pod's MAC
+//!   from the source of its frames, and drops (and counts) ethertypes
+//!   other than IPv4, IPv6 and ARP;
+//! - an IP packet goes to the port owning its destination /32 or /128,
+//!   else to the network's uplink ([`uplink`]); what comes from the
+//!   uplink goes to the owning port or is dropped (`no-route`);
+//! - a frame sent to an ethernet port carries the pod's learned MAC
+//!   (broadcast until one is learned) as destination and the port's MAC as
+//!   source;
+//! - a network is one link: between its pods, packets keep their TTL; a
+//!   packet that crosses the uplink (pod to host, host to pod) is routed:
+//!   its TTL or hop limit is decremented and it is dropped as
+//!   `ttl-expired` when that reaches 0.
+//!
+//! **Threads.** Workers are dedicated OS threads ([`Dataplane::spawn`],
+//! default one). All the ports and the uplink of a network live on one
+//! worker (chosen by a hash of the network name), so a frame never crosses
+//! threads and no lock or queue sits on the packet path. The control plane
+//! talks to a worker through a channel plus an eventfd; the worker applies
+//! commands between bursts. Only the control plane's bookkeeping (which
+//! worker, which host routes) is behind a mutex here.
+//!
+//! **Rx modes** per port, as its spec says: polling (busy), interrupt
+//! (sleep in epoll on the rings' eventfds, unmasked) and adaptive (poll
+//! while busy, sleep after [`ADAPTIVE_IDLE_POLLS`] empty polls). A worker
+//! whose ports all sleep blocks in `epoll_wait`: an idle node costs no
+//! CPU.
+//!
+//! **Copies.** Up to [`BURST`] frames per ring per turn; a frame is copied
+//! once, straight from the sender's buffers into the receiver's (only its
+//! first bytes are copied out before, to decide). No allocation per
+//! packet: scratch space is allocated when a worker starts.
+//!
+//! **Counters** per port (rx/tx packets and bytes, drops by
+//! [`DropReason`]) are atomics the control plane reads for `show stats` and
+//! metrics; workers add to them once per burst.
+
+pub mod pkt;
+pub mod uplink;
+mod worker;
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::api::{IfStats, RxMode};
 use crate::memif::master::MasterConnection;
-use crate::memif::queue::MasterRx;
+use crate::memif::wire::Mode;
 
-/// Frames handled per ring per turn.
+use uplink::{Netlink, Tun, UplinkError};
+
+/// Frames taken from one ring per turn (32..=256).
 pub const BURST: usize = 64;
 /// Empty polls in a row after which an adaptive interface sleeps on its
 /// interrupts.
 pub const ADAPTIVE_IDLE_POLLS: u32 = 1024;
+
+/// Why the dataplane dropped a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No port owns the destination (frames from the uplink), or the
+    /// network has no uplink.
+    NoRoute,
+    /// Multicast, broadcast, link-local or other destinations that are
+    /// never routed.
+    NotRoutable,
+    /// An ethertype other than IPv4, IPv6, ARP (ethernet ports).
+    Ethertype,
+    /// Too short, or not IPv4/IPv6 where an IP packet was expected.
+    Malformed,
+    /// TTL or hop limit would reach 0 crossing the uplink.
+    TtlExpired,
+    /// ARP or neighbour discovery that needs no answer (the pod's own
+    /// address, replies, duplicate address detection, router discovery).
+    Neighbor,
+    /// The destination's ring had no free buffer.
+    TxRingFull,
+    /// The destination port has no connected client.
+    TxDown,
+    /// Larger than the destination can ever take.
+    TooLong,
+    /// The uplink refused the packet (write error).
+    Uplink,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 10] = [
+        DropReason::NoRoute,
+        DropReason::NotRoutable,
+        DropReason::Ethertype,
+        DropReason::Malformed,
+        DropReason::TtlExpired,
+        DropReason::Neighbor,
+        DropReason::TxRingFull,
+        DropReason::TxDown,
+        DropReason::TooLong,
+        DropReason::Uplink,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The name in `show stats` and the metrics' `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoRoute => "no-route",
+            DropReason::NotRoutable => "not-routable",
+            DropReason::Ethertype => "ethertype",
+            DropReason::Malformed => "malformed",
+            DropReason::TtlExpired => "ttl-expired",
+            DropReason::Neighbor => "neighbor",
+            DropReason::TxRingFull => "tx-ring-full",
+            DropReason::TxDown => "tx-down",
+            DropReason::TooLong => "too-long",
+            DropReason::Uplink => "uplink-error",
+        }
+    }
+
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// Counters of one attachment, across its connections.
 #[derive(Debug, Default)]
@@ -36,32 +146,64 @@ pub struct IfCounters {
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
-    pub drop_no_route: AtomicU64,
+    /// Indexed by [`DropReason`].
+    pub drops: [AtomicU64; DropReason::COUNT],
     pub errors: AtomicU64,
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
 }
 
 impl IfCounters {
+    /// Frames dropped for `r` so far.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()].load(Ordering::Relaxed)
+    }
+
     /// A consistent-enough snapshot for display.
     pub fn snapshot(&self) -> IfStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut drops = std::collections::BTreeMap::new();
-        let nr = l(&self.drop_no_route);
-        if nr > 0 {
-            drops.insert("no-route".to_string(), nr);
-        }
         IfStats {
             rx_packets: l(&self.rx_packets),
             rx_bytes: l(&self.rx_bytes),
             tx_packets: l(&self.tx_packets),
             tx_bytes: l(&self.tx_bytes),
-            drops,
+            drops: drops_map(&self.drops),
             errors: l(&self.errors),
             connects: l(&self.connects),
             disconnects: l(&self.disconnects),
         }
     }
+}
+
+fn drops_map(d: &[AtomicU64; DropReason::COUNT]) -> std::collections::BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let n = d[r.index()].load(Ordering::Relaxed);
+            (n > 0).then(|| (r.name().to_string(), n))
+        })
+        .collect()
+}
+
+/// Counters of a network's uplink: rx is what the host sent towards the
+/// pods, tx what the pods sent to the host.
+#[derive(Debug, Default)]
+pub struct UplinkCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// A network's uplink as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkInfo {
+    pub network: String,
+    /// The TUN device; `None` when it could not be created (see `error`).
+    pub device: Option<String>,
+    pub error: Option<String>,
+    pub stats: IfStats,
 }
 
 /// Per-ring interrupt counts of one connection (for `show memif`).
@@ -84,13 +226,48 @@ impl RingCounters {
 /// The control plane's key for an interface in the dataplane.
 pub type IfKey = u32;
 
-enum Cmd {
-    Add(Box<Attached>),
-    Remove(IfKey),
-    Shutdown,
+/// A port: an attachment as the dataplane sees it.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub key: IfKey,
+    /// The CNI network; ports of different networks never meet.
+    pub network: String,
+    /// ethernet (L2) or ip (L3).
+    pub mode: Mode,
+    /// The pod's addresses: each is routed to this port.
+    pub ips: Vec<IpAddr>,
+    /// The memif's own MAC (ethernet ports): the source of what we send
+    /// and what we answer ARP and neighbour solicitations with.
+    pub mac: [u8; 6],
+    pub counters: Arc<IfCounters>,
 }
 
-/// An interface as a worker owns it.
+/// The memif's MAC: `spec` (`aa:bb:cc:dd:ee:ff`) when given and valid,
+/// else a locally administered one derived from `seed` (stable for an
+/// attachment: `02:fe` and 4 bytes of a hash of it).
+pub fn port_mac(spec: Option<&str>, seed: &str) -> [u8; 6] {
+    if let Some(s) = spec {
+        let b: Vec<u8> = s
+            .split(':')
+            .filter_map(|x| u8::from_str_radix(x, 16).ok())
+            .collect();
+        if b.len() == 6 && s.split(':').count() == 6 {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(&b);
+            return m;
+        }
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let t = (h >> 32) as u32 ^ h as u32;
+    let t = t.to_be_bytes();
+    [0x02, 0xfe, t[0], t[1], t[2], t[3]]
+}
+
+/// A connected interface handed to its worker.
 pub struct Attached {
     pub key: IfKey,
     pub conn: MasterConnection,
@@ -103,9 +280,21 @@ pub struct Attached {
 /// protocol, so the control plane can disconnect it with the reason.
 pub type OnBadPeer = Arc<dyn Fn(IfKey, String) + Send + Sync>;
 
-/// Handle on the worker threads.
-pub struct Dataplane {
-    workers: Vec<WorkerHandle>,
+enum Cmd {
+    AddPort(Box<PortConfig>),
+    RemovePort(IfKey),
+    Connect(Box<Attached>, mpsc::Sender<()>),
+    Disconnect(IfKey),
+    AddUplink {
+        network: String,
+        tun: Tun,
+        counters: Arc<UplinkCounters>,
+    },
+    RemoveUplink {
+        network: String,
+        done: mpsc::Sender<()>,
+    },
+    Shutdown,
 }
 
 struct WorkerHandle {
@@ -115,12 +304,55 @@ struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    fn send(&self, c: Cmd) {
+    fn send(&self, c: Cmd) -> bool {
         if self.cmds.send(c).is_ok() {
             let _ = self.wake.write(1);
+            true
+        } else {
+            false
         }
     }
 }
+
+/// The control plane's view of one network.
+struct CtlNet {
+    ports: usize,
+    /// Name and ifindex of the TUN, once created.
+    tun: Option<(String, u32)>,
+    error: Option<String>,
+    counters: Arc<UplinkCounters>,
+}
+
+struct CtlPort {
+    worker: usize,
+    network: String,
+    ips: Vec<IpAddr>,
+}
+
+#[derive(Default)]
+struct Ctl {
+    ports: HashMap<IfKey, CtlPort>,
+    nets: HashMap<String, CtlNet>,
+    netlink: Option<Netlink>,
+}
+
+impl Ctl {
+    fn netlink(&mut self) -> Result<&mut Netlink, UplinkError> {
+        if self.netlink.is_none() {
+            self.netlink = Some(Netlink::open()?);
+        }
+        Ok(self.netlink.as_mut().expect("just set"))
+    }
+}
+
+/// Handle on the worker threads.
+pub struct Dataplane {
+    workers: Vec<WorkerHandle>,
+    ctl: Mutex<Ctl>,
+}
+
+/// How long the control plane waits for a worker to let go of a TUN.
+const WORKER_ACK: Duration = Duration::from_secs(2);
 
 impl Dataplane {
     /// Starts `workers` threads (at least one).
@@ -136,28 +368,232 @@ impl Dataplane {
             let bad = on_bad_peer.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("dp-worker-{n}"))
-                .spawn(move || Worker::new(n, bad).run(&w, rx))?;
+                .spawn(move || worker::Worker::new(n, bad).run(&w, rx))?;
             v.push(WorkerHandle {
                 cmds: tx,
                 wake,
                 thread: Some(thread),
             });
         }
-        Ok(Dataplane { workers: v })
+        Ok(Dataplane {
+            workers: v,
+            ctl: Mutex::new(Ctl::default()),
+        })
     }
 
-    fn worker_for(&self, key: IfKey) -> &WorkerHandle {
-        &self.workers[key as usize % self.workers.len()]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ctl> {
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands a connected interface to its worker.
-    pub fn add(&self, a: Attached) {
-        self.worker_for(a.key).send(Cmd::Add(Box::new(a)))
+    /// The worker that owns `network`'s ports and uplink.
+    fn worker_for_network(&self, network: &str) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in network.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % self.workers.len() as u64) as usize
     }
 
-    /// Takes an interface away from its worker (the rings are released).
-    pub fn remove(&self, key: IfKey) {
-        self.worker_for(key).send(Cmd::Remove(key))
+    /// Adds a port (on attach and restore, before its listener exists, so
+    /// it is known when its client connects). The first port of a network
+    /// creates the network's uplink; the port's addresses get host routes
+    /// to it. The port works without an uplink: the error is returned (and
+    /// shown in [`Dataplane::uplinks`]) for the caller to report.
+    pub fn add_port(&self, cfg: PortConfig) -> Result<(), String> {
+        let mut guard = self.lock();
+        if guard.ports.contains_key(&cfg.key) {
+            drop(guard);
+            self.remove_port(cfg.key);
+            guard = self.lock();
+        }
+        let ctl: &mut Ctl = &mut guard;
+        let worker = self.worker_for_network(&cfg.network);
+        let net = ctl
+            .nets
+            .entry(cfg.network.clone())
+            .or_insert_with(|| CtlNet {
+                ports: 0,
+                tun: None,
+                error: None,
+                counters: Arc::default(),
+            });
+        net.ports += 1;
+        let mut result = Ok(());
+        let mut routes_for: Vec<IpAddr> = cfg.ips.clone();
+        if net.tun.is_none() {
+            let name = uplink::tun_name(&cfg.network);
+            match Tun::create(&name) {
+                Ok(tun) => {
+                    tracing::info!(network = %cfg.network, device = %tun.name(), "uplink created");
+                    net.tun = Some((tun.name().to_string(), tun.ifindex()));
+                    net.error = None;
+                    self.workers[worker].send(Cmd::AddUplink {
+                        network: cfg.network.clone(),
+                        tun,
+                        counters: net.counters.clone(),
+                    });
+                    // Ports added while the uplink was missing get their
+                    // routes now.
+                    let others = ctl
+                        .ports
+                        .values()
+                        .filter(|p| p.network == cfg.network)
+                        .flat_map(|p| p.ips.iter().copied())
+                        .collect::<Vec<_>>();
+                    routes_for.extend(others);
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "network {}: no uplink: {}",
+                        cfg.network,
+                        crate::agent::error_chain(&e)
+                    );
+                    tracing::error!("{msg}");
+                    net.error = Some(msg.clone());
+                    result = Err(msg);
+                }
+            }
+        }
+        let ifindex = ctl.nets[&cfg.network].tun.as_ref().map(|t| t.1);
+        if let Some(ifindex) = ifindex {
+            for ip in routes_for {
+                let r = ctl.netlink().and_then(|nl| nl.add_host_route(ip, ifindex));
+                if let Err(e) = r {
+                    let msg = format!(
+                        "network {}: host route for {ip}: {}",
+                        cfg.network,
+                        crate::agent::error_chain(&e)
+                    );
+                    tracing::error!("{msg}");
+                    result = Err(msg);
+                }
+            }
+        }
+        ctl.ports.insert(
+            cfg.key,
+            CtlPort {
+                worker,
+                network: cfg.network.clone(),
+                ips: cfg.ips.clone(),
+            },
+        );
+        tracing::debug!(key = cfg.key, network = %cfg.network, worker, ips = ?cfg.ips, "port added");
+        self.workers[worker].send(Cmd::AddPort(Box::new(cfg)));
+        result
+    }
+
+    /// Removes a port (detach): its rings, routes and host routes; the
+    /// last port of a network takes the uplink with it. Unknown keys are
+    /// ignored.
+    pub fn remove_port(&self, key: IfKey) {
+        let mut guard = self.lock();
+        let ctl: &mut Ctl = &mut guard;
+        let Some(p) = ctl.ports.remove(&key) else {
+            return;
+        };
+        self.workers[p.worker].send(Cmd::RemovePort(key));
+        let Some(net) = ctl.nets.get_mut(&p.network) else {
+            return;
+        };
+        net.ports -= 1;
+        let last = net.ports == 0;
+        let tun = net.tun.clone();
+        if let Some((name, ifindex)) = &tun {
+            // Another port of the network may hold the same address.
+            let still: Vec<IpAddr> = ctl
+                .ports
+                .values()
+                .filter(|o| o.network == p.network)
+                .flat_map(|o| o.ips.iter().copied())
+                .collect();
+            if !last {
+                for ip in p.ips.iter().filter(|ip| !still.contains(ip)) {
+                    let r = ctl
+                        .netlink()
+                        .and_then(|nl| nl.del_host_route(*ip, *ifindex));
+                    if let Err(e) = r {
+                        tracing::warn!(network = %p.network, device = %name, %ip,
+                            error = %crate::agent::error_chain(&e), "cannot delete a host route");
+                    }
+                }
+            }
+        }
+        if last {
+            // Closing the TUN deletes the device and its routes. Wait for
+            // the worker to close it, so the next attach can create it again.
+            let (done, wait) = mpsc::channel();
+            if self.workers[p.worker].send(Cmd::RemoveUplink {
+                network: p.network.clone(),
+                done,
+            }) && wait.recv_timeout(WORKER_ACK).is_err()
+            {
+                tracing::error!(network = %p.network, "worker did not release the uplink in time");
+            }
+            ctl.nets.remove(&p.network);
+            if let Some((name, _)) = tun {
+                tracing::info!(network = %p.network, device = %name, "uplink removed");
+            }
+        }
+    }
+
+    /// Hands a connected interface to its port's worker; returns once the
+    /// worker polls it (bounded wait).
+    pub fn connect(&self, a: Attached) {
+        let worker = self.lock().ports.get(&a.key).map(|p| p.worker);
+        match worker {
+            Some(w) => {
+                let key = a.key;
+                let (done, wait) = mpsc::channel();
+                if self.workers[w].send(Cmd::Connect(Box::new(a), done))
+                    && wait.recv_timeout(WORKER_ACK).is_err()
+                {
+                    tracing::warn!(key, "worker slow to take a connection");
+                }
+            }
+            None => {
+                tracing::warn!(
+                    key = a.key,
+                    "connection for an unknown port; dropping its rings"
+                );
+            }
+        }
+    }
+
+    /// Takes a connection's rings away from its worker (the port stays).
+    pub fn disconnect(&self, key: IfKey) {
+        let worker = self.lock().ports.get(&key).map(|p| p.worker);
+        if let Some(w) = worker {
+            self.workers[w].send(Cmd::Disconnect(key));
+        }
+    }
+
+    /// Every network's uplink.
+    pub fn uplinks(&self) -> Vec<UplinkInfo> {
+        let ctl = self.lock();
+        let mut v: Vec<UplinkInfo> = ctl
+            .nets
+            .iter()
+            .map(|(name, n)| {
+                let c = &n.counters;
+                let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                UplinkInfo {
+                    network: name.clone(),
+                    device: n.tun.as_ref().map(|t| t.0.clone()),
+                    error: n.error.clone(),
+                    stats: IfStats {
+                        rx_packets: l(&c.rx_packets),
+                        rx_bytes: l(&c.rx_bytes),
+                        tx_packets: l(&c.tx_packets),
+                        tx_bytes: l(&c.tx_bytes),
+                        drops: drops_map(&c.drops),
+                        ..IfStats::default()
+                    },
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.network.cmp(&b.network));
+        v
     }
 }
 
@@ -174,219 +610,30 @@ impl Drop for Dataplane {
     }
 }
 
-struct Iface {
-    a: Attached,
-    idle_polls: u32,
-    /// Interrupts unmasked and the eventfds armed: waiting to be woken.
-    sleeping: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-struct Worker {
-    n: usize,
-    ifaces: HashMap<IfKey, Iface>,
-    on_bad_peer: OnBadPeer,
-}
-
-/// epoll data for the worker's own wake-up fd.
-const WAKE_TOKEN: u64 = u64::MAX;
-
-fn ring_token(key: IfKey, ring: usize) -> u64 {
-    ((key as u64) << 16) | ring as u64
-}
-
-impl Worker {
-    fn new(n: usize, on_bad_peer: OnBadPeer) -> Worker {
-        Worker {
-            n,
-            ifaces: HashMap::new(),
-            on_bad_peer,
-        }
-    }
-
-    fn run(mut self, wake: &EventFd, cmds: mpsc::Receiver<Cmd>) {
-        let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(worker = self.n, error = %e, "cannot create epoll; worker stops");
-                return;
-            }
-        };
-        if let Err(e) = epoll.add(
-            wake.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN),
-        ) {
-            tracing::error!(worker = self.n, error = %e, "cannot watch the wake fd; worker stops");
-            return;
-        }
-        let mut events = [EpollEvent::empty(); 64];
-        loop {
-            let busy = self.ifaces.values().any(|i| !i.sleeping);
-            let timeout = if busy {
-                EpollTimeout::ZERO
-            } else {
-                EpollTimeout::NONE
-            };
-            let n = match epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(nix::Error::EINTR) => 0,
-                Err(e) => {
-                    tracing::error!(worker = self.n, error = %e, "epoll failed; worker stops");
-                    return;
-                }
-            };
-            for ev in &events[..n] {
-                let t = ev.data();
-                if t == WAKE_TOKEN {
-                    let _ = wake.read();
-                    while let Ok(c) = cmds.try_recv() {
-                        match c {
-                            Cmd::Add(a) => self.add(&epoll, *a),
-                            Cmd::Remove(k) => self.remove(&epoll, k),
-                            Cmd::Shutdown => return,
-                        }
-                    }
-                    continue;
-                }
-                let key = (t >> 16) as IfKey;
-                let ring = (t & 0xffff) as usize;
-                if let Some(i) = self.ifaces.get_mut(&key) {
-                    if let Some(q) = i.a.conn.rx.get(ring) {
-                        let n = q.ack_interrupt();
-                        if let Some(c) = i.a.rings.s2m_interrupts.get(ring) {
-                            c.fetch_add(n, Ordering::Relaxed);
-                        }
-                    }
-                    i.sleeping = false;
-                    i.idle_polls = 0;
-                }
-            }
-            let mut gone = Vec::new();
-            for (k, i) in self.ifaces.iter_mut() {
-                if i.sleeping {
-                    continue;
-                }
-                match poll_iface(i) {
-                    Ok(()) => {}
-                    Err(e) => gone.push((*k, e)),
-                }
-            }
-            for (k, e) in gone {
-                self.remove(&epoll, k);
-                match e {
-                    Leave::LinkDown => {
-                        tracing::debug!(
-                            worker = self.n,
-                            key = k,
-                            "link down; interface leaves the worker"
-                        )
-                    }
-                    Leave::BadPeer(reason) => {
-                        tracing::warn!(worker = self.n, key = k, %reason, "bad memif peer; interface leaves the worker");
-                        (self.on_bad_peer)(k, reason);
-                    }
-                }
-            }
-        }
-    }
-
-    fn add(&mut self, epoll: &Epoll, a: Attached) {
-        let key = a.key;
-        self.remove(epoll, key);
-        for (r, q) in a.conn.rx.iter().enumerate() {
-            if let Err(e) = epoll.add(
-                q.event_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, ring_token(key, r)),
-            ) {
-                tracing::warn!(key, ring = r, error = %e, "cannot watch a ring's eventfd");
-            }
-            // Polling interfaces never want interrupts; the others start
-            // polling and unmask when idle.
-            q.set_interrupts(false);
-        }
-        tracing::debug!(worker = self.n, key, rx_mode = %a.rx_mode, "interface joins the worker");
-        self.ifaces.insert(
-            key,
-            Iface {
-                a,
-                idle_polls: 0,
-                sleeping: false,
-            },
+    #[test]
+    fn macs_from_spec_or_derived() {
+        assert_eq!(
+            port_mac(Some("02:00:00:aa:bb:0c"), "x"),
+            [2, 0, 0, 0xaa, 0xbb, 0x0c]
         );
+        let d = port_mac(None, "c1/memif-eth1");
+        assert_eq!(&d[..2], &[0x02, 0xfe]);
+        assert_eq!(d, port_mac(Some("garbage"), "c1/memif-eth1"));
+        assert_ne!(d, port_mac(None, "c2/memif-eth1"));
     }
 
-    fn remove(&mut self, epoll: &Epoll, key: IfKey) {
-        if let Some(i) = self.ifaces.remove(&key) {
-            for q in &i.a.conn.rx {
-                // The fd may already be closed by the peer side; ignore.
-                let _ = epoll.delete(q.event_fd());
-            }
+    #[test]
+    fn drop_reasons_have_distinct_names_and_indices() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
         }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
     }
-}
-
-/// Why an interface leaves its worker.
-enum Leave {
-    LinkDown,
-    BadPeer(String),
-}
-
-/// One turn on one interface: drain every rx ring. `Err` when the
-/// interface must leave the worker.
-fn poll_iface(i: &mut Iface) -> Result<(), Leave> {
-    let a = &mut i.a;
-    if !a.conn.link.is_up() {
-        return Err(Leave::LinkDown);
-    }
-    let mut got = 0usize;
-    for q in a.conn.rx.iter_mut() {
-        got += drain(q, &a.counters)?;
-    }
-    if got > 0 {
-        i.idle_polls = 0;
-        return Ok(());
-    }
-    i.idle_polls = i.idle_polls.saturating_add(1);
-    let sleep = match a.rx_mode {
-        RxMode::Polling => false,
-        RxMode::Interrupt => true,
-        RxMode::Adaptive => i.idle_polls >= ADAPTIVE_IDLE_POLLS,
-    };
-    if sleep {
-        // Unmask, then look again: a frame published between the last
-        // poll and the unmask raised no interrupt.
-        for q in a.conn.rx.iter() {
-            q.set_interrupts(true);
-        }
-        let mut late = 0;
-        for q in a.conn.rx.iter_mut() {
-            late += drain(q, &a.counters)?;
-        }
-        if late == 0 {
-            i.sleeping = true;
-        } else {
-            for q in a.conn.rx.iter() {
-                q.set_interrupts(false);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn drain(q: &mut MasterRx, c: &IfCounters) -> Result<usize, Leave> {
-    let mut bytes = 0u64;
-    let n = q
-        .rx_each(BURST, |_, _, _, d| {
-            bytes += d.length as u64;
-            true
-        })
-        .map_err(|e| {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-            Leave::BadPeer(format!("bad descriptor: {e}"))
-        })?;
-    if n > 0 {
-        c.rx_packets.fetch_add(n as u64, Ordering::Relaxed);
-        c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
-        c.drop_no_route.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    Ok(n)
 }

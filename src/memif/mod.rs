@@ -17,7 +17,9 @@ pub mod socket;
 pub mod wire;
 
 pub use master::{InterfaceConfig, Limits, MasterConnection};
-pub use queue::{Link, MasterRx, MasterTx, PacketBuf, QueueStats, RingError, SlaveRx, SlaveTx};
+pub use queue::{
+    Link, MasterRx, MasterTx, PacketBuf, Pushed, QueueStats, RingError, RxFrame, SlaveRx, SlaveTx,
+};
 pub use server::{ServerConfig, ServerEvent, ServerHandle};
 pub use slave::{SlaveConfig, SlaveConnection, SlaveError};
 pub use socket::SocketAddr;

@@ -294,10 +294,25 @@ macro_rules! queue_common {
     };
 }
 
+/// A frame found by [`MasterRx::peek`]: descriptors `first..first + count`
+/// of the caller's descriptor list, `len` bytes in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxFrame {
+    pub first: u32,
+    pub count: u32,
+    pub len: u32,
+}
+
 /// Master receive: consumes the S2M ring.
 #[derive(Debug)]
 pub struct MasterRx {
     core: QueueCore,
+    /// End of what [`MasterRx::peek`] handed out and
+    /// [`MasterRx::release`] has not consumed yet (== `core.ours` when
+    /// nothing is peeked).
+    peeked: u16,
+    peeked_frames: u64,
+    peeked_bytes: u64,
 }
 queue_common!(MasterRx);
 
@@ -312,7 +327,96 @@ impl MasterRx {
         let ours = ring.tail();
         MasterRx {
             core: QueueCore::new(ring, regions, notifier, link, ours, max_frame),
+            peeked: ours,
+            peeked_frames: 0,
+            peeked_bytes: 0,
         }
+    }
+
+    /// The connection's regions, which every validated descriptor points
+    /// into.
+    #[inline]
+    pub fn regions(&self) -> &Arc<[Arc<Region>]> {
+        &self.core.regions
+    }
+
+    /// Reads up to `max` whole frames without consuming them: each
+    /// descriptor is copied once, validated (region, bounds, length, frame
+    /// limit) and appended to `descs`; each frame to `frames` (both are
+    /// cleared first; reserve their capacity once so this never allocates:
+    /// at most the ring size of descriptors). The buffers stay the slave's
+    /// untouchable property until [`MasterRx::release`] hands them back,
+    /// so forwarding copies straight from them, region to region.
+    pub fn peek(
+        &mut self,
+        max: usize,
+        descs: &mut Vec<Desc>,
+        frames: &mut Vec<RxFrame>,
+    ) -> Result<usize, RingError> {
+        descs.clear();
+        frames.clear();
+        if self.peeked != self.core.ours {
+            // Peeked twice without a release: start over.
+            self.peeked = self.core.ours;
+        }
+        let avail = self.pending()?;
+        let c = &self.core;
+        let mut cur = c.ours;
+        let end = c.ours.wrapping_add(avail);
+        let mut bytes = 0u64;
+        while frames.len() < max && cur != end {
+            let start = cur;
+            let first = descs.len();
+            let mut frame_len = 0usize;
+            let mut complete = false;
+            while cur != end {
+                let d = c.ring.desc(cur);
+                if let Err(e) = c.region_for(cur, &d) {
+                    return Err(c.fail(e));
+                }
+                frame_len += d.length as usize;
+                if frame_len > c.max_frame {
+                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
+                }
+                descs.push(d);
+                cur = cur.wrapping_add(1);
+                if d.flags & DESC_FLAG_NEXT == 0 {
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete {
+                // The producer has not published the rest of the chain.
+                if cur.wrapping_sub(start) >= c.ring.size() {
+                    return Err(c.fail(RingError::ChainTooLong));
+                }
+                descs.truncate(first);
+                cur = start;
+                break;
+            }
+            frames.push(RxFrame {
+                first: first as u32,
+                count: (descs.len() - first) as u32,
+                len: frame_len as u32,
+            });
+            bytes += frame_len as u64;
+        }
+        self.peeked = cur;
+        self.peeked_frames = frames.len() as u64;
+        self.peeked_bytes = bytes;
+        Ok(frames.len())
+    }
+
+    /// Consumes what the last [`MasterRx::peek`] returned: publishes the
+    /// tail, so the slave may reuse those buffers.
+    pub fn release(&mut self) {
+        let c = &mut self.core;
+        if self.peeked != c.ours {
+            c.ours = self.peeked;
+            c.ring.set_tail(self.peeked);
+        }
+        c.stats.packets += std::mem::take(&mut self.peeked_frames);
+        c.stats.bytes += std::mem::take(&mut self.peeked_bytes);
     }
 
     /// Unmasks (interrupt mode) or masks (polling mode) interrupts. After
@@ -407,10 +511,31 @@ impl MasterRx {
     }
 }
 
+/// What [`MasterTx::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written; published by the next [`MasterTx::flush`].
+    Queued,
+    /// Not enough posted buffers now: nothing written.
+    RingFull,
+    /// Empty, over the frame limit, or longer than the whole ring can
+    /// hold: it can never be sent.
+    Unsendable,
+}
+
 /// Master transmit: fills the buffers the slave posted on the M2S ring.
 #[derive(Debug)]
 pub struct MasterTx {
     core: QueueCore,
+    /// Descriptors filled by [`MasterTx::push`] end here; `core.ours` (the
+    /// published tail) lags until [`MasterTx::flush`].
+    pending: u16,
+    /// Posted buffers known to lie past `pending` (refreshed from the
+    /// slave's head only when short, to read the shared index once per
+    /// burst rather than once per frame).
+    known_free: u16,
+    pending_frames: u64,
+    pending_bytes: u64,
 }
 queue_common!(MasterTx);
 
@@ -425,7 +550,98 @@ impl MasterTx {
         let ours = ring.tail();
         MasterTx {
             core: QueueCore::new(ring, regions, notifier, link, ours, max_frame),
+            pending: ours,
+            known_free: 0,
+            pending_frames: 0,
+            pending_bytes: 0,
         }
+    }
+
+    /// Writes one frame of `len` bytes into posted buffers without
+    /// publishing it. `fill(region, offset, frame_offset, n)` must write
+    /// the `n` bytes of the frame that start at `frame_offset` into
+    /// `region` at `offset`: a slave-posted buffer, already validated.
+    /// Frames longer than one buffer are chained. [`MasterTx::flush`]
+    /// publishes every queued frame at once (one tail store, at most one
+    /// interrupt).
+    pub fn push<F>(&mut self, len: usize, mut fill: F) -> Result<Pushed, RingError>
+    where
+        F: FnMut(&Region, usize, usize, usize),
+    {
+        let c = &mut self.core;
+        if len == 0 || len > c.max_frame {
+            return Ok(Pushed::Unsendable);
+        }
+        let mut cur = self.pending;
+        let mut off = 0usize;
+        let mut used: u16 = 0;
+        while off < len {
+            if used == self.known_free {
+                // Refresh from the slave's head: buffers posted past ours.
+                let head = c.ring.head();
+                let ahead = head.wrapping_sub(c.ours);
+                let queued = self.pending.wrapping_sub(c.ours);
+                if ahead > c.ring.size() || ahead < queued {
+                    return Err(c.fail(RingError::IndexOutOfRange {
+                        head,
+                        tail: c.ours,
+                        size: c.ring.size(),
+                    }));
+                }
+                self.known_free = ahead - queued;
+                if used == self.known_free {
+                    return Ok(if used == c.ring.size() {
+                        Pushed::Unsendable
+                    } else {
+                        Pushed::RingFull
+                    });
+                }
+            }
+            let mut d = c.ring.desc(cur);
+            let region = match c.region_for(cur, &d) {
+                Ok(r) => r,
+                Err(e) => return Err(c.fail(e)),
+            };
+            let chunk = (len - off).min(d.length as usize);
+            fill(region, d.offset as usize, off, chunk);
+            off += chunk;
+            d.length = chunk as u32;
+            d.flags = if off < len { DESC_FLAG_NEXT } else { 0 };
+            // Only length and flags are ours to write; region and offset
+            // stay as the slave posted them.
+            c.ring.set_desc(cur, d);
+            cur = cur.wrapping_add(1);
+            used += 1;
+        }
+        self.pending = cur;
+        self.known_free -= used;
+        self.pending_frames += 1;
+        self.pending_bytes += len as u64;
+        Ok(Pushed::Queued)
+    }
+
+    /// Whether pushed frames wait for [`MasterTx::flush`].
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.pending != self.core.ours
+    }
+
+    /// Publishes every pushed frame (tail store with Release, then an
+    /// interrupt unless the slave masked them). Returns (frames, bytes)
+    /// published.
+    pub fn flush(&mut self) -> (u64, u64) {
+        let c = &mut self.core;
+        if self.pending == c.ours {
+            return (0, 0);
+        }
+        c.ours = self.pending;
+        c.ring.set_tail(self.pending);
+        c.kick();
+        let f = std::mem::take(&mut self.pending_frames);
+        let b = std::mem::take(&mut self.pending_bytes);
+        c.stats.packets += f;
+        c.stats.bytes += b;
+        (f, b)
     }
 
     /// Buffers the slave has posted and we have not filled.
@@ -454,6 +670,9 @@ impl MasterTx {
         L: Fn(usize) -> usize,
         F: FnMut(usize, usize, &Region, &Desc),
     {
+        // Frames pushed before go out first.
+        self.flush();
+        self.known_free = 0;
         let mut free = self.free()?;
         let c = &mut self.core;
         let mut cur = c.ours;
@@ -516,6 +735,7 @@ impl MasterTx {
             c.ring.set_tail(cur);
             c.kick();
         }
+        self.pending = c.ours;
         c.stats.packets += (sent - dropped) as u64;
         c.stats.bytes += bytes;
         Ok(sent)
