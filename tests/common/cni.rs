@@ -296,7 +296,9 @@ pub fn link_exists(ns: &Netns, ifname: &str) -> bool {
 
 /// Whether this kernel can create dummy links (probed in a scratch netns).
 pub fn kernel_has_dummy() -> bool {
-    let ns = Netns::new("dummy-probe");
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let ns = Netns::new(&format!("dprobe{}", N.fetch_add(1, Ordering::Relaxed)));
     Command::new("ip")
         .args(["-n", ns.name(), "link", "add", "probe0", "type", "dummy"])
         .stdout(Stdio::null())
