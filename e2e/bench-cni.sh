@@ -28,7 +28,7 @@ if [ "$inner" = 0 ]; then
   bash e2e/cnidriver/build.sh >&2
   if bash e2e/vm/need-vm.sh; then
     echo "bench-cni: no dummy link type here; running in a VM" >&2
-    exec bash e2e/vm/run.sh --mem 2048 --timeout 1800 -- "$repo/e2e/bench-cni.sh" --inner -n "$n"
+    exec bash e2e/vm/run.sh --share "$repo" --mem 2048 --timeout 1800 -- "$repo/e2e/bench-cni.sh" --inner -n "$n"
   fi
 fi
 

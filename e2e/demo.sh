@@ -21,7 +21,7 @@ if [ "${1:-}" != "--inner" ]; then
   cargo build --release --bins
   if bash e2e/vm/need-vm.sh; then
     say "this kernel cannot create dummy interfaces: running the demo in a VM (stock Debian kernel under QEMU)"
-    exec bash e2e/vm/run.sh --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner
+    exec bash e2e/vm/run.sh --share "$repo" --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner
   fi
 fi
 

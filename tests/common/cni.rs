@@ -316,8 +316,23 @@ pub fn run_self_in_vm(test: &str) {
     let exe = std::env::current_exe().expect("test binary path");
     let repo = repo();
     eprintln!("{test}: running it in a VM (e2e/vm/run.sh)");
-    let st = Command::new("bash")
-        .arg(repo.join("e2e/vm/run.sh"))
+    // The guest sees the host's / read-only but fresh /tmp and /run: share
+    // the repository and the build directory so a clone anywhere works.
+    let mut shares = vec![repo.clone()];
+    if let Some(target) = exe
+        .ancestors()
+        .find(|a| a.join("debug").is_dir() || a.ends_with("target"))
+    {
+        if !target.starts_with(&repo) {
+            shares.push(target.to_path_buf());
+        }
+    }
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("e2e/vm/run.sh"));
+    for d in &shares {
+        cmd.arg("--share").arg(d);
+    }
+    let st = cmd
         .args(["--env", "MEMIF_CNI_IN_VM=1", "--env", "RUST_BACKTRACE=1"])
         .args(["--mem", "1536", "--timeout", "900", "--"])
         .arg(&exe)
