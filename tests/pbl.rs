@@ -61,7 +61,9 @@ fn preflight_pbl() {
     if !std::path::Path::new("/dev/net/tun").exists() {
         missing.push("/dev/net/tun (the kernel's tun driver)".to_string());
     }
-    let probe = format!("pblp{}", pid() % 100_000);
+    static PROBE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PROBE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("pblp{}-{n}", pid() % 100_000);
     match Command::new("ip")
         .args(["link", "add", &probe, "type", "bridge"])
         .output()
@@ -245,6 +247,7 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
             .status();
         let mut f = FORWARD.lock().unwrap();
         f.0 -= 1;
@@ -574,4 +577,340 @@ fn steered_ports_reach_the_memif_the_rest_eth0_and_del_leaves_nothing() {
     assert!(w.cni.allocations(&w.net).is_empty());
     // Twice is fine.
     w.del(&ns, &cid, "steer").ok();
+}
+
+#[test]
+fn a_pod_without_the_annotation_is_untouched() {
+    let w = World::new("plain", 2, json!({}));
+    let ns = Netns::new("pbl-plain");
+    let cid = format!("pbl{}-plain", pid());
+    // Other CalicoVPP annotations (and a spec without ports) ask for no
+    // PBL memif.
+    w.pod(
+        "plain",
+        &[
+            (SPEC, r#"{"isl3": true}"#),
+            (
+                "cni.projectcalico.org/vppInterfacesSpec",
+                r#"{"memif-eth1": {"rx": 2}}"#,
+            ),
+        ],
+    );
+    let r = w.add(&ns, &cid, "plain");
+    r.ok();
+    let res = r.json();
+    // Exactly the bridge plugin's result: its interfaces, nothing of ours.
+    let names: Vec<&str> = res["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{res}");
+    assert_eq!(names[2], "eth0", "{res}");
+    assert!(names.iter().all(|n| !n.starts_with("memif")), "{res}");
+    assert!(!w.devinfo(&cid).exists());
+    assert!(w.cni.attachments(&w.net).is_empty());
+    assert!(ns.listener_set().is_empty());
+    w.assert_no_steering();
+    assert!(w.cni.memifd.client().uplinks().unwrap().is_empty());
+    // The pod's eth0 works as the bridge made it.
+    let pod = pod_ip(&res);
+    let l = pod_tcp(&ns, pod, 5001);
+    TcpStream::connect_timeout(&(pod, 5001).into(), WAIT).expect("tcp to eth0");
+    l.accept().unwrap();
+    // Without the pod's identity in CNI_ARGS memifd is not even asked.
+    let ns2 = Netns::new("pbl-plain2");
+    let r2 = w.cni.lib_with(
+        "add",
+        &w.conf,
+        &ns2.path().display().to_string(),
+        "eth0",
+        &format!("{cid}-2"),
+        None,
+        None,
+    );
+    r2.ok();
+    assert_eq!(r2.json()["interfaces"].as_array().unwrap().len(), 3);
+    w.del(&ns, &cid, "plain").ok();
+    w.cni
+        .lib_with(
+            "del",
+            &w.conf,
+            &ns2.path().display().to_string(),
+            "eth0",
+            &format!("{cid}-2"),
+            None,
+            None,
+        )
+        .ok();
+    assert!(w.cni.allocations(&w.net).is_empty());
+}
+
+/// ADD+DEL through libcni, round robin: the conflist for a pod with the
+/// annotation, for a pod without it, and the bridge plugin alone; prints
+/// the mean ADD latency of each (what the plugin costs pods that do not
+/// ask: one more plugin exec, one memifd connection with two requests, of
+/// which memifd's annotation lookup is a Kubernetes API GET).
+#[test]
+fn add_latency_with_and_without_the_annotation() {
+    let w = World::new("lat", 3, json!({}));
+    w.pod("lat-yes", &[(PORTS, "udp:5000-5999")]);
+    w.pod("lat-no", &[]);
+    let mut alone: Value = serde_json::from_slice(&std::fs::read(&w.conf).unwrap()).unwrap();
+    alone["plugins"].as_array_mut().unwrap().truncate(1);
+    let alone = w.cni.write_conf("lat-bridge-only.conflist", &alone);
+    let n = 10;
+    let mut t = [Duration::ZERO; 4];
+    for i in 0..4 * n {
+        let slot = i % 4;
+        let pod = ["lat-yes", "lat-no", "lat-no", ""][slot];
+        let conf = if slot == 2 { &alone } else { &w.conf };
+        let ns = Netns::new(&format!("pbl-lat{i}"));
+        let nsp = ns.path().display().to_string();
+        let cid = format!("pbl{}-lat{i}", pid());
+        // Slot 3: no pod identity in CNI_ARGS, memifd is not asked.
+        let args = (slot != 3).then(|| World::args(pod));
+        let t0 = Instant::now();
+        let r = w
+            .cni
+            .lib_with("add", conf, &nsp, "eth0", &cid, args.as_deref(), None);
+        t[slot] += t0.elapsed();
+        r.ok();
+        let memifs = w.cni.attachments(&w.net).len();
+        assert_eq!(memifs, usize::from(slot == 0), "{pod}");
+        w.cni
+            .lib_with("del", conf, &nsp, "eth0", &cid, args.as_deref(), None)
+            .ok();
+    }
+    w.assert_no_steering();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
+    eprintln!(
+        "ADD through libcni, mean of {n} each: [bridge, memif-cni pbl] with vppExtraMemifPorts {:.1} ms, without {:.1} ms, without and no pod in CNI_ARGS {:.1} ms; [bridge] alone {:.1} ms",
+        ms(t[0]),
+        ms(t[1]),
+        ms(t[3]),
+        ms(t[2])
+    );
+}
+
+#[test]
+fn memifd_restart_restores_the_steering_and_cleans_stale_rules() {
+    let mut w = World::new("rst", 4, json!({}));
+    let ns = Netns::new("pbl-rst");
+    let mut gone = Netns::new("pbl-rst-gone");
+    let cid = format!("pbl{}-rst", pid());
+    let cid2 = format!("pbl{}-rstg", pid());
+    w.pod(
+        "rst",
+        &[(PORTS, "udp:5000-5099"), (SPEC, r#"{"isl3": true}"#)],
+    );
+    w.pod("rstg", &[(PORTS, "udp:5000-5099,tcp:80")]);
+    let pod = pod_ip(&w.add(&ns, &cid, "rst").ok().json());
+    let pod2 = pod_ip(&w.add(&gone, &cid2, "rstg").ok().json());
+    assert_eq!(w.rules().len(), 3, "{:?}", w.rules());
+    {
+        let mut s = client(&w, &ns, &cid);
+        udp_round_trip_via_memif(&mut s, pod, 5050, "before the restart");
+    }
+
+    // A crash: the TUN and its routes go with the process; the rules stay
+    // (stale), pointing at an empty table.
+    w.cni.memifd.stop(Stop::Kill);
+    assert_eq!(w.rules().len(), 3, "{:?}", w.rules());
+    assert_eq!(w.table_routes(), "");
+    // One pod goes while memifd is down.
+    gone.delete();
+    w.cni.memifd.restart();
+    // The remaining pod's rule and route are back, the gone pod's stale
+    // rules are deleted, nothing is doubled.
+    let rules = w.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].contains(&format!("to {pod} ipproto udp dport 5000-5099")));
+    assert!(!rules.iter().any(|r| r.contains(&pod2.to_string())));
+    let routes = w.table_routes();
+    assert!(
+        routes.contains(&pod.to_string()) && !routes.contains(&pod2.to_string()),
+        "{routes}"
+    );
+    assert_eq!(w.main_routes_via_uplink(), "");
+    ns.wait_listeners(&["@vpp/memif-eth0".to_string()].into_iter().collect());
+    {
+        let mut s = client(&w, &ns, &cid);
+        udp_round_trip_via_memif(&mut s, pod, 5099, "after the restart");
+    }
+
+    // A clean stop removes the rules; the next start puts them back.
+    assert!(w.cni.memifd.stop(Stop::Term).success());
+    w.assert_no_steering();
+    w.cni.memifd.restart();
+    assert_eq!(w.rules().len(), 1, "{:?}", w.rules());
+    {
+        let mut s = client(&w, &ns, &cid);
+        udp_round_trip_via_memif(&mut s, pod, 5000, "after a clean restart");
+    }
+    w.del(&ns, &cid, "rst").ok();
+    w.del(&gone, &cid2, "rstg").ok();
+    w.assert_no_steering();
+    assert!(w.cni.attachments(&w.net).is_empty());
+}
+
+#[test]
+fn bad_annotations_and_the_gate_are_clear_errors_that_leave_nothing() {
+    let w = World::new("bad", 5, json!({}));
+    let ns = Netns::new("pbl-bad");
+    let cases: &[(&str, Option<&str>, u64, &[&str])] = &[
+        (
+            "sctp:80",
+            None,
+            7,
+            &["vppExtraMemifPorts", "\"sctp\"", "only tcp and udp"],
+        ),
+        ("icmp:0", None, 7, &["\"icmp\""]),
+        ("tcp:20-10", None, 7, &["starts after it ends"]),
+        ("udp:70000", None, 7, &["\"70000\"", "not a port"]),
+        (
+            "tcp:1-100,udp:1-100,tcp:100",
+            None,
+            7,
+            &["tcp:1-100 and tcp:100 overlap"],
+        ),
+        ("", None, 7, &["empty"]),
+        ("tcp80", None, 7, &["proto:port"]),
+        (
+            "udp:5000",
+            Some(r#"{"rx": 0}"#),
+            7,
+            &["vppExtraMemifSpec", "rx=0"],
+        ),
+        ("udp:5000", Some(r#"{"rx": 64}"#), 7, &["rx"]),
+        (
+            "udp:5000",
+            Some(r#"{"mtu": 9000}"#),
+            7,
+            &["unknown key \"mtu\""],
+        ),
+        (
+            "udp:5000",
+            Some("{isl3"),
+            7,
+            &["vppExtraMemifSpec", "not JSON"],
+        ),
+    ];
+    for (i, (ports, spec, code, needles)) in cases.iter().enumerate() {
+        let name = format!("bad{i}");
+        let mut ann = vec![(PORTS, *ports)];
+        if let Some(s) = spec {
+            ann.push((SPEC, s));
+        }
+        w.pod(&name, &ann);
+        let cid = format!("pbl{}-bad{i}", pid());
+        let r = w.add(&ns, &cid, &name);
+        r.fails(*code, needles);
+        assert!(
+            r.json()["msg"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{NS}/{name}"))
+                || spec.is_some(),
+            "{r:?}"
+        );
+        assert!(w.cni.attachments(&w.net).is_empty());
+        w.assert_no_steering();
+        assert!(ns.listener_set().is_empty());
+        // The bridge's part is cleaned by the runtime's DEL.
+        w.del(&ns, &cid, &name).ok();
+    }
+    assert!(w.cni.allocations(&w.net).is_empty());
+
+    // The memif gate off: a PBL request is an error (CalicoVPP ignores
+    // it), a pod that asks for nothing is served.
+    let off = World::new("off", 6, json!({"featureGates": {"memifEnabled": false}}));
+    off.pod("wants", &[(PORTS, "udp:5000")]);
+    off.pod("plain", &[]);
+    let cid = format!("pbl{}-off", pid());
+    off.add(&ns, &cid, "wants").fails(
+        101,
+        &["memif is disabled", "vppExtraMemifPorts", "pbl/wants"],
+    );
+    off.del(&ns, &cid, "wants").ok();
+    off.add(&ns, &cid, "plain").ok();
+    off.del(&ns, &cid, "plain").ok();
+    assert!(off.cni.attachments(&off.net).is_empty());
+
+    // Config errors, run directly: ipam in memif-cni's entry, no prevResult.
+    let base = json!({"cniVersion": "1.0.0", "name": w.net, "type": "memif-cni", "pbl": true,
+        "memifdSocket": w.cni.memifd.api_socket()});
+    let nsp = ns.path().display().to_string();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c-direct"),
+        ("CNI_NETNS", nsp.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    w.cni
+        .exec(&env, base.to_string().as_bytes())
+        .fails(7, &["prevResult", "[bridge, memif-cni]"]);
+    let mut with_ipam = base.clone();
+    with_ipam["ipam"] = json!({"type": "host-local"});
+    with_ipam["prevResult"] = json!({"cniVersion": "1.0.0"});
+    w.cni
+        .exec(&env, with_ipam.to_string().as_bytes())
+        .fails(7, &["ipam"]);
+}
+
+/// At 1.1.0 the memif's result entry carries its socketPath; the rest of
+/// prevResult passes through as it was.
+#[test]
+fn the_result_at_1_1_0_is_prev_result_plus_the_memif_with_its_socket_path() {
+    let w = World::new("v11", 7, json!({}));
+    let ns = Netns::new("pbl-v11");
+    w.pod("v11", &[(PORTS, "tcp:8080")]);
+    let nsp = ns.path().display().to_string();
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "veth9", "mac": "02:00:00:00:00:09"},
+                       {"name": "eth0", "mac": "02:00:00:00:00:0a", "sandbox": nsp, "mtu": 1450}],
+        "ips": [{"address": "10.77.0.5/24", "gateway": "10.77.0.1", "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.77.0.1"}],
+        "dns": {"nameservers": ["10.96.0.10"]},
+        "custom": {"kept": true}
+    });
+    let conf = json!({"cniVersion": "1.1.0", "name": w.net, "type": "memif-cni", "pbl": true,
+        "memifdSocket": w.cni.memifd.api_socket(), "prevResult": prev});
+    let args = World::args("v11");
+    let env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "c-v11"),
+            ("CNI_NETNS", nsp.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", args.as_str()),
+        ]
+    };
+    let r = w.cni.exec(&env("ADD"), conf.to_string().as_bytes());
+    r.ok();
+    let mut want = prev.clone();
+    want["interfaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "memif-eth0", "sandbox": nsp, "socketPath": "@vpp/memif-eth0"}));
+    assert_eq!(r.json(), want);
+    let a = &w.cni.attachments(&w.net)[0];
+    assert_eq!(a.request.ips, vec!["10.77.0.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        a.request.spec.mode,
+        Mode::Ethernet,
+        "isl3 defaults to false"
+    );
+    assert_eq!(w.rules().len(), 1);
+    let mut check = conf.clone();
+    check["prevResult"] = r.json();
+    w.cni.exec(&env("CHECK"), check.to_string().as_bytes()).ok();
+    w.cni.exec(&env("DEL"), conf.to_string().as_bytes()).ok();
+    // CHECK after DEL: the memif is missing.
+    w.cni
+        .exec(&env("CHECK"), check.to_string().as_bytes())
+        .fails(107, &["no PBL memif"]);
+    w.assert_no_steering();
 }
