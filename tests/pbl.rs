@@ -914,3 +914,139 @@ fn the_result_at_1_1_0_is_prev_result_plus_the_memif_with_its_socket_path() {
         .fails(107, &["no PBL memif"]);
     w.assert_no_steering();
 }
+
+/// Per-packet cost: UDP request/response round trips from the host to
+/// the pod's address, steered (host -> TUN -> memifd -> memif client,
+/// which answers) against the plain primary path (host -> bridge -> veth
+/// -> a socket on eth0, which answers), in alternating blocks in one run.
+/// Prints a table; `PBL_BENCH_N` sets the round trips per path (default
+/// 2000; `e2e/bench-pbl.sh` runs it in release with more).
+#[test]
+fn per_packet_cost_steered_vs_eth0() {
+    let w = World::new("bench", 8, json!({}));
+    let ns = Netns::new("pbl-bench");
+    let cid = format!("pbl{}-bench", pid());
+    // Interrupt mode on both memif ends: nobody busy-polls, so memifd's
+    // CPU time is its per-packet work, and the 2 cores are not
+    // oversubscribed.
+    // (`PBL_BENCH_RX_MODE` sets memifd's side, e.g. polling.)
+    let rx_mode = std::env::var("PBL_BENCH_RX_MODE").unwrap_or_else(|_| "interrupt".into());
+    let spec = json!({"isl3": true, "rxMode": rx_mode}).to_string();
+    w.pod("bench", &[(PORTS, "udp:5000"), (SPEC, &spec)]);
+    eprintln!("memifd rx mode {rx_mode}; the memif client sleeps on interrupts");
+    let pod = pod_ip(&w.add(&ns, &cid, "bench").ok().json());
+    let n: usize = std::env::var("PBL_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The memif client: echoes every UDP packet back to its sender.
+    let mut s = client(&w, &ns, &cid);
+    let st = stop.clone();
+    let echo_memif = std::thread::spawn(move || {
+        let mut bufs = PacketBuf::batch(32, 2048);
+        let mut out = Vec::new();
+        s.rx[0].set_interrupts(true);
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = s.rx[0].rx_burst(&mut bufs).expect("client rx");
+            if k == 0 {
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                let mut fds = [PollFd::new(s.rx[0].event_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(100u16));
+                s.rx[0].ack_interrupt();
+                continue;
+            }
+            out.clear();
+            for b in &bufs[..k] {
+                let v = parse_v4(b.as_slice());
+                out.push(udp(v.dst, v.dport, v.src, v.sport, &v.l4[8..]));
+            }
+            let refs: Vec<&[u8]> = out.iter().map(|p| p.as_slice()).collect();
+            send_all(&mut s, &refs);
+        }
+    });
+    // The eth0 side: a socket echoing on port 7000.
+    let eth0 = pod_udp(&ns, pod, 7000);
+    eth0.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let st = stop.clone();
+    let echo_eth0 = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((k, from)) = eth0.recv_from(&mut buf) {
+                eth0.send_to(&buf[..k], from).unwrap();
+            }
+        }
+    });
+    let h = host_udp();
+    let mut lat: [Vec<f64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut cpu = [0u64; 2];
+    let memifd = w.cni.memifd.pid();
+    let blocks = 10;
+    let payload = [0x42u8; 64];
+    for b in 0..2 * blocks {
+        let path = b % 2;
+        let port = [5000u16, 7000][path];
+        let c0 = cpu_ticks(memifd);
+        for _ in 0..n / blocks {
+            let t0 = Instant::now();
+            h.send_to(&payload, (pod, port)).unwrap();
+            let mut buf = [0u8; 2048];
+            let (k, _) = h
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("round trip via port {port}: {e}"));
+            lat[path].push(t0.elapsed().as_secs_f64() * 1e6);
+            assert_eq!(k, payload.len());
+        }
+        cpu[path] += cpu_ticks(memifd) - c0;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    echo_memif.join().unwrap();
+    echo_eth0.join().unwrap();
+    let tick_us = 1e6
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as f64;
+    let row = |name: &str, v: &mut Vec<f64>, ticks: u64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{name:<28} {:>7} {mean:>9.1} {:>9.1} {:>9.1} {:>14.2}",
+            v.len(),
+            p(0.5),
+            p(0.99),
+            ticks as f64 * tick_us / v.len() as f64 / 2.0
+        );
+        mean
+    };
+    eprintln!(
+        "{:<28} {:>7} {:>9} {:>9} {:>9} {:>14}",
+        "UDP round trip host->pod", "n", "mean us", "p50 us", "p99 us", "memifd cpu/pkt"
+    );
+    let [ref mut a, ref mut b] = lat;
+    let steered = row("steered (TUN, memifd, memif)", a, cpu[0]);
+    let plain = row("eth0 (bridge, veth)", b, cpu[1]);
+    eprintln!("ratio steered/eth0 (mean): {:.2}", steered / plain);
+    w.del(&ns, &cid, "bench").ok();
+    w.assert_no_steering();
+}
+
+/// Sends every packet (bounded wait for ring space).
+fn send_all(s: &mut SlaveConnection, pkts: &[&[u8]]) {
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    while sent < pkts.len() {
+        sent += s.tx[0].tx_burst(&pkts[sent..]).expect("client tx");
+        assert!(Instant::now() < deadline, "client tx ring stays full");
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
