@@ -139,6 +139,7 @@ fn req(i: usize, ns: &str) -> AttachRequest {
             .parse()
             .unwrap()],
         pod: None,
+        steer: None,
     }
 }
 

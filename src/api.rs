@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::memif::wire::Mode;
+use crate::spec::ports::PortRange;
 
 /// The version of this API. Bumped on any incompatible change.
 pub const API_VERSION: u32 = 1;
@@ -148,6 +149,13 @@ pub struct AttachRequest {
     pub ips: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// PBL: the memif sits next to the pod's primary interface and shares
+    /// its addresses; only these protocol/destination-port ranges of
+    /// traffic to them are steered to it (policy routing rules, see
+    /// `dataplane::uplink`), and no main-table host route is installed.
+    /// `None`: a plain (multinet) attachment. Absent in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steer: Option<Vec<PortRange>>,
 }
 
 impl AttachRequest {
@@ -582,6 +590,7 @@ mod tests {
             spec: MemifSpec::default(),
             ips: vec!["10.0.0.1".parse().unwrap()],
             pod: None,
+            steer: None,
         };
         assert_eq!(req.socket_name(), "@memif-eth1");
         let s = serde_json::to_string(&Request::Attach(Box::new(req.clone()))).unwrap();

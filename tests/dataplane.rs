@@ -157,6 +157,7 @@ impl Pod {
             },
             ips: s.ips,
             pod: None,
+            steer: None,
         };
         m.client()
             .attach(req.clone())

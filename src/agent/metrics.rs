@@ -439,6 +439,7 @@ mod tests {
                     namespace: ns.into(),
                     name: name.into(),
                 }),
+                steer: None,
             },
             socket_id: 1,
             listener_fd: 7,

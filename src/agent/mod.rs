@@ -305,6 +305,8 @@ impl Agent {
             kube,
             started: Instant::now(),
         });
+        // Rules of a memifd that crashed; then ours come back in restore.
+        agent.shared.dataplane.clean_stale_steering();
         agent.restore().await;
         tokio::spawn(persister(Arc::downgrade(&agent), kick, ptx));
         Ok(agent)
@@ -384,6 +386,7 @@ impl Agent {
             network: req.network.clone(),
             mode: req.spec.mode,
             ips: req.ips.clone(),
+            steer: req.steer.clone(),
             mac: port_mac(req.spec.mac.as_deref(), &req.key.to_string()),
             counters: counters.clone(),
         };
@@ -453,7 +456,24 @@ impl Agent {
                 format!("netns {:?} is not an absolute path", req.netns),
             ));
         }
+        if let Some(ranges) = &req.steer {
+            crate::spec::ports::validate(ranges)
+                .map_err(|e| err(ErrorCode::InvalidSpec, format!("steered ports: {e}")))?;
+            if req.ips.is_empty() {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    "a PBL attachment (steer) needs the pod's addresses",
+                ));
+            }
+        }
         check_spec(&req.spec, &self.cfg.max_interface_spec)
+    }
+
+    /// Before exit: deletes the PBL steering rules (the uplinks and their
+    /// routes go with the process; rules would stay behind). The state
+    /// file is kept: the next start restores them.
+    pub fn shutdown(&self) {
+        self.shared.dataplane.remove_steering();
     }
 
     /// `attach`: returns the existing attachment when identical.

@@ -140,6 +140,7 @@ mod tests {
                 spec: MemifSpec::default(),
                 ips: vec![],
                 pod: None,
+                steer: None,
             },
             socket_id: 7,
             created: 1,

@@ -137,6 +137,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping (state kept for the next start)"),
         _ = term.recv() => tracing::info!("terminated; stopping (state kept for the next start)"),
     }
+    agent.shutdown();
     let _ = std::fs::remove_file(&agent.config().api_socket);
     Ok(())
 }

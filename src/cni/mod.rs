@@ -5,6 +5,7 @@
 pub mod env;
 pub mod error;
 pub mod ipam;
+pub mod pbl;
 pub mod plugin;
 pub mod types;
 pub mod version;

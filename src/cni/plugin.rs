@@ -4,6 +4,8 @@
 //! and the pod's annotations, resolve the spec, get IPs (prevResult, IPAM or
 //! the `ips` capability), create the dummy, attach the memif, write the
 //! device-info file. A failure at any step undoes the steps before it.
+//! With `"pbl": true` the verbs ADD, DEL and CHECK are those of
+//! [`super::pbl`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -108,11 +110,11 @@ fn dispatch(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
     }
 }
 
-struct Plugin<'a> {
-    env: &'a Env,
-    conf: &'a NetConf,
-    stdin: &'a [u8],
-    version: Version,
+pub(super) struct Plugin<'a> {
+    pub(super) env: &'a Env,
+    pub(super) conf: &'a NetConf,
+    pub(super) stdin: &'a [u8],
+    pub(super) version: Version,
 }
 
 /// What ADD has done so far, undone in reverse on failure.
@@ -123,7 +125,7 @@ struct Undo {
     attached: bool,
 }
 
-fn memifd_error(what: &str, e: ClientError) -> CniError {
+pub(super) fn memifd_error(what: &str, e: ClientError) -> CniError {
     match e {
         ClientError::Connect { .. } => CniError::new(
             code::TRY_AGAIN,
@@ -156,19 +158,19 @@ fn link_error(e: LinkError) -> CniError {
     CniError::new(c, chain(&e))
 }
 
-fn log(msg: impl AsRef<str>) {
+pub(super) fn log(msg: impl AsRef<str>) {
     tracing::info!("{}", msg.as_ref());
 }
 
 impl Plugin<'_> {
-    fn key(&self) -> AttachmentKey {
+    pub(super) fn key(&self) -> AttachmentKey {
         AttachmentKey {
             container_id: self.env.container_id.clone(),
             ifname: self.env.ifname.clone(),
         }
     }
 
-    fn client(&self) -> Result<Client, ClientError> {
+    pub(super) fn client(&self) -> Result<Client, ClientError> {
         let path = self
             .conf
             .memifd_socket
@@ -195,7 +197,7 @@ impl Plugin<'_> {
         }
     }
 
-    fn netns(&self) -> Result<&Path, CniError> {
+    pub(super) fn netns(&self) -> Result<&Path, CniError> {
         let p = self
             .env
             .netns
@@ -282,6 +284,9 @@ impl Plugin<'_> {
     }
 
     fn add(&self) -> Result<String, CniError> {
+        if self.conf.pbl {
+            return self.add_pbl();
+        }
         self.check_name()?;
         let netns = self.netns()?.to_path_buf();
         let mac = match &self.conf.runtime_config.mac {
@@ -360,6 +365,7 @@ impl Plugin<'_> {
             },
             ips: addrs,
             pod: self.env.pod(),
+            steer: None,
         };
         let socket = req.socket_name();
         let info = c.attach(req).map_err(|e| memifd_error("attach", e))?;
@@ -438,6 +444,9 @@ impl Plugin<'_> {
     }
 
     fn del(&self) -> Result<(), CniError> {
+        if self.conf.pbl {
+            return self.del_pbl();
+        }
         // memifd: best effort; it reconciles on its next start.
         match self.client().and_then(|mut c| c.detach(self.key())) {
             Ok(existed) => log(format!(
@@ -473,6 +482,9 @@ impl Plugin<'_> {
     }
 
     fn check(&self) -> Result<(), CniError> {
+        if self.conf.pbl {
+            return self.check_pbl();
+        }
         let netns = self.netns()?;
         let prev = self
             .conf
@@ -624,7 +636,7 @@ impl Plugin<'_> {
 }
 
 /// device-info-spec 1.1.0: role "slave" (the host creates the socket).
-fn write_device_info(
+pub(super) fn write_device_info(
     path: &Path,
     socket: &str,
     mode: crate::memif::wire::Mode,

@@ -63,6 +63,11 @@ pub struct NetConf {
     /// memifd API timeout in milliseconds (default 10000).
     #[serde(default)]
     pub memifd_timeout_ms: Option<u64>,
+    /// PBL mode: chained after the cluster network's primary plugin; pods
+    /// annotated `vppExtraMemifPorts` get a memif next to `CNI_IFNAME`
+    /// sharing its addresses (see `cni::pbl`).
+    #[serde(default)]
+    pub pbl: bool,
 }
 
 /// Capability arguments the runtime (Multus) injects.

@@ -65,6 +65,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::api::{IfStats, RxMode};
 use crate::memif::master::MasterConnection;
 use crate::memif::wire::Mode;
+use crate::spec::ports::PortRange;
 
 use uplink::{Netlink, Tun, UplinkError};
 
@@ -236,6 +237,10 @@ pub struct PortConfig {
     pub mode: Mode,
     /// The pod's addresses: each is routed to this port.
     pub ips: Vec<IpAddr>,
+    /// PBL: only these protocol/port ranges of traffic to `ips` are
+    /// steered here (policy rules into the network's steering table, see
+    /// [`uplink`]); `None`: main-table host routes.
+    pub steer: Option<Vec<PortRange>>,
     /// The memif's own MAC (ethernet ports): the source of what we send
     /// and what we answer ARP and neighbour solicitations with.
     pub mac: [u8; 6],
@@ -327,6 +332,69 @@ struct CtlPort {
     worker: usize,
     network: String,
     ips: Vec<IpAddr>,
+    steer: Option<Vec<PortRange>>,
+}
+
+/// The steering rules of address `ip` for `ranges` into `table`.
+fn steer_rules(ip: IpAddr, table: u32, ranges: &[PortRange]) -> Vec<uplink::SteerRule> {
+    ranges
+        .iter()
+        .map(|r| uplink::SteerRule {
+            ip,
+            proto: r.proto.number(),
+            start: r.start,
+            end: r.end,
+            table,
+            priority: uplink::STEER_PRIORITY,
+        })
+        .collect()
+}
+
+/// Routes `ip` to the uplink: a main-table host route, or (PBL) a route
+/// in the network's steering table and then one rule per range.
+fn install(
+    nl: &mut Netlink,
+    network: &str,
+    ip: IpAddr,
+    ifindex: u32,
+    steer: Option<&[PortRange]>,
+) -> Result<(), UplinkError> {
+    match steer {
+        None => nl.add_host_route(ip, ifindex),
+        Some(ranges) => {
+            let table = uplink::steer_table(network);
+            nl.add_table_route(ip, ifindex, table)?;
+            for r in steer_rules(ip, table, ranges) {
+                nl.add_rule(&r)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Undoes [`install`]: the rules, then (when `route`) the route.
+fn uninstall(
+    nl: &mut Netlink,
+    network: &str,
+    ip: IpAddr,
+    ifindex: u32,
+    steer: Option<&[PortRange]>,
+    route: bool,
+) -> Result<(), UplinkError> {
+    match steer {
+        None if route => nl.del_host_route(ip, ifindex),
+        None => Ok(()),
+        Some(ranges) => {
+            let table = uplink::steer_table(network);
+            for r in steer_rules(ip, table, ranges) {
+                nl.del_rule(&r)?;
+            }
+            if route {
+                nl.del_table_route(ip, ifindex, table)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Default)]
@@ -420,7 +488,9 @@ impl Dataplane {
             });
         net.ports += 1;
         let mut result = Ok(());
-        let mut routes_for: Vec<IpAddr> = cfg.ips.clone();
+        // (address, steering) pairs to route to the uplink.
+        let mut routes_for: Vec<(IpAddr, Option<Vec<PortRange>>)> =
+            cfg.ips.iter().map(|ip| (*ip, cfg.steer.clone())).collect();
         if net.tun.is_none() {
             let name = uplink::tun_name(&cfg.network);
             match Tun::create(&name) {
@@ -439,7 +509,7 @@ impl Dataplane {
                         .ports
                         .values()
                         .filter(|p| p.network == cfg.network)
-                        .flat_map(|p| p.ips.iter().copied())
+                        .flat_map(|p| p.ips.iter().map(|ip| (*ip, p.steer.clone())))
                         .collect::<Vec<_>>();
                     routes_for.extend(others);
                 }
@@ -455,10 +525,20 @@ impl Dataplane {
                 }
             }
         }
-        let ifindex = ctl.nets[&cfg.network].tun.as_ref().map(|t| t.1);
-        if let Some(ifindex) = ifindex {
-            for ip in routes_for {
-                let r = ctl.netlink().and_then(|nl| nl.add_host_route(ip, ifindex));
+        let tun = ctl.nets[&cfg.network].tun.clone();
+        if let Some((dev, ifindex)) = tun {
+            if routes_for.iter().any(|(_, s)| s.is_some()) {
+                // PBL replies enter the host here with the pod's address
+                // as source, which the main table routes elsewhere.
+                if let Err(e) = uplink::set_rp_filter(&dev, 2) {
+                    tracing::warn!(network = %cfg.network, device = %dev, error = %e,
+                        "cannot set rp_filter 2 (loose) on the uplink; PBL replies may be dropped");
+                }
+            }
+            for (ip, steer) in routes_for {
+                let r = ctl
+                    .netlink()
+                    .and_then(|nl| install(nl, &cfg.network, ip, ifindex, steer.as_deref()));
                 if let Err(e) = r {
                     let msg = format!(
                         "network {}: host route for {ip}: {}",
@@ -476,16 +556,17 @@ impl Dataplane {
                 worker,
                 network: cfg.network.clone(),
                 ips: cfg.ips.clone(),
+                steer: cfg.steer.clone(),
             },
         );
-        tracing::debug!(key = cfg.key, network = %cfg.network, worker, ips = ?cfg.ips, "port added");
+        tracing::debug!(key = cfg.key, network = %cfg.network, worker, ips = ?cfg.ips, steer = ?cfg.steer, "port added");
         self.workers[worker].send(Cmd::AddPort(Box::new(cfg)));
         result
     }
 
-    /// Removes a port (detach): its rings, routes and host routes; the
-    /// last port of a network takes the uplink with it. Unknown keys are
-    /// ignored.
+    /// Removes a port (detach): its rings, routes and host routes (and, for
+    /// a PBL port, its steering rules and table routes); the last port of a
+    /// network takes the uplink with it. Unknown keys are ignored.
     pub fn remove_port(&self, key: IfKey) {
         let mut guard = self.lock();
         let ctl: &mut Ctl = &mut guard;
@@ -500,22 +581,24 @@ impl Dataplane {
         let last = net.ports == 0;
         let tun = net.tun.clone();
         if let Some((name, ifindex)) = &tun {
-            // Another port of the network may hold the same address.
+            // Another port of the network may hold the same address (in
+            // the same table: both steered or both plain).
             let still: Vec<IpAddr> = ctl
                 .ports
                 .values()
-                .filter(|o| o.network == p.network)
+                .filter(|o| o.network == p.network && o.steer.is_some() == p.steer.is_some())
                 .flat_map(|o| o.ips.iter().copied())
                 .collect();
-            if !last {
-                for ip in p.ips.iter().filter(|ip| !still.contains(ip)) {
-                    let r = ctl
-                        .netlink()
-                        .and_then(|nl| nl.del_host_route(*ip, *ifindex));
-                    if let Err(e) = r {
-                        tracing::warn!(network = %p.network, device = %name, %ip,
-                            error = %crate::agent::error_chain(&e), "cannot delete a host route");
-                    }
+            for ip in &p.ips {
+                // Rules first, then the route: see uplink's module docs.
+                // The last port's routes go with the TUN; rules do not.
+                let route = !last && !still.contains(ip);
+                let r = ctl.netlink().and_then(|nl| {
+                    uninstall(nl, &p.network, *ip, *ifindex, p.steer.as_deref(), route)
+                });
+                if let Err(e) = r {
+                    tracing::warn!(network = %p.network, device = %name, %ip,
+                        error = %crate::agent::error_chain(&e), "cannot delete a host route or steering rule");
                 }
             }
         }
@@ -534,6 +617,46 @@ impl Dataplane {
             if let Some((name, _)) = tun {
                 tracing::info!(network = %p.network, device = %name, "uplink removed");
             }
+        }
+    }
+
+    /// Deletes every steering rule this dataplane installed (on shutdown:
+    /// the TUNs, and the table routes with them, go when memifd exits;
+    /// rules would stay). Ports and routes are left as they are.
+    pub fn remove_steering(&self) {
+        let mut guard = self.lock();
+        let ctl: &mut Ctl = &mut guard;
+        let rules: Vec<uplink::SteerRule> = ctl
+            .ports
+            .values()
+            .filter(|p| ctl.nets.get(&p.network).is_some_and(|n| n.tun.is_some()))
+            .flat_map(|p| {
+                let table = uplink::steer_table(&p.network);
+                p.ips.iter().flat_map(move |ip| {
+                    steer_rules(*ip, table, p.steer.as_deref().unwrap_or_default())
+                })
+            })
+            .collect();
+        for r in rules {
+            if let Err(e) = ctl.netlink().and_then(|nl| nl.del_rule(&r)) {
+                tracing::warn!(rule = %r, error = %crate::agent::error_chain(&e), "cannot delete a steering rule");
+            }
+        }
+    }
+
+    /// Deletes steering rules left by a memifd that did not stop cleanly
+    /// (see [`uplink::Netlink::clean_stale_rules`]); call before restoring.
+    pub fn clean_stale_steering(&self) {
+        let r = self.lock().netlink().and_then(|nl| nl.clean_stale_rules());
+        match r {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                for g in &gone {
+                    tracing::info!(rule = %g, "deleted a stale steering rule");
+                }
+            }
+            Err(e) => tracing::warn!(error = %crate::agent::error_chain(&e),
+                "cannot look for stale steering rules"),
         }
     }
 
@@ -599,6 +722,7 @@ impl Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
+        self.remove_steering();
         for w in &self.workers {
             w.send(Cmd::Shutdown);
         }

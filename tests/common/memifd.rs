@@ -344,7 +344,15 @@ impl Memifd {
     /// Starts memifd with Kubernetes API access through `kubeconfig` only.
     #[track_caller]
     pub fn start_kube(dir: &Path, kubeconfig: &Path) -> Memifd {
-        let config = serde_json::json!({ "kubeconfig": kubeconfig }).to_string();
+        Memifd::start_kube_with(dir, kubeconfig, serde_json::json!({}))
+    }
+
+    /// As [`Memifd::start_kube`], with more config keys (e.g. feature gates).
+    #[track_caller]
+    pub fn start_kube_with(dir: &Path, kubeconfig: &Path, extra: serde_json::Value) -> Memifd {
+        let mut config = extra;
+        config["kubeconfig"] = serde_json::json!(kubeconfig);
+        let config = config.to_string();
         fs::write(dir.join("memifd.json"), config).expect("write memifd config");
         let mut m = Memifd {
             child: Mutex::new(None),
@@ -604,6 +612,7 @@ pub fn request(ns: &Netns, container: &str, ifname: &str, network: &str) -> Atta
         spec: MemifSpec::default(),
         ips: vec!["10.1.0.2".parse().unwrap()],
         pod: None,
+        steer: None,
     }
 }
 
