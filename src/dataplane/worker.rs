@@ -17,6 +17,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::EventFd;
 
 use super::pkt::{self, IpClass, IpKey, ETH_HLEN, PEEK};
+
+/// Bytes of a frame read in one fixed-size copy: ethernet and an IPv6
+/// header, or ethernet and ARP.
+const FAST_PEEK: usize = 64;
 use super::uplink::Tun;
 use super::{
     Attached, Cmd, DropReason, IfCounters, IfKey, OnBadPeer, PortConfig, UplinkCounters,
@@ -246,7 +250,8 @@ impl Plane {
 
     /// Pushes `out` to port `dst`'s tx queue `q` (modulo its queues).
     /// Counts drops on the destination.
-    fn push(&mut self, dst: usize, q: usize, out: Out<'_>) {
+    #[inline]
+    fn push(&mut self, dst: usize, q: usize, out: &Out<'_>) {
         let Some(p) = self.ports[dst].as_mut() else {
             return;
         };
@@ -259,7 +264,7 @@ impl Plane {
         if n == 0 {
             return;
         }
-        let qi = q % n;
+        let qi = if q < n { q } else { q % n };
         let txq = &mut c.a.conn.tx[qi];
         let was_pending = txq.has_pending();
         match txq.push(out.len(), |r, off, at, k| out.fill(r, off, at, k)) {
@@ -288,6 +293,7 @@ impl Plane {
 
     /// Delivers an IP packet (the body from `out.skip`) to port `dst`,
     /// adding an ethernet header for ethernet ports.
+    #[inline]
     fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: Out<'_>) {
         let Some(p) = self.ports[dst].as_ref() else {
             return;
@@ -300,9 +306,9 @@ impl Plane {
                 p.mac,
                 pkt::ethertype_of(first_byte),
             );
-            self.push(dst, q, Out { head: &h, ..out });
+            self.push(dst, q, &Out { head: &h, ..out });
         } else {
-            self.push(dst, q, Out { head: &[], ..out });
+            self.push(dst, q, &out);
         }
     }
 
@@ -332,8 +338,18 @@ impl Plane {
         descs: &[Desc],
         len: usize,
     ) {
-        let n = len.min(PEEK);
-        gather(regions, descs, 0, &mut sc.head[..n]);
+        // The first 64 bytes (ethernet + IPv4/IPv6 headers) in one fixed
+        // copy when the first buffer holds them; else gathered.
+        let mut n = len.min(FAST_PEEK);
+        let d0 = descs[0];
+        let fast = d0.length as usize >= n
+            && regions.get(d0.region as usize).is_some_and(|r| {
+                let h: &mut [u8; FAST_PEEK] = (&mut sc.head[..FAST_PEEK]).try_into().expect("size");
+                r.read_fixed(d0.offset as usize, h)
+            });
+        if !fast {
+            gather(regions, descs, 0, &mut sc.head[..n]);
+        }
         let (mode, net) = {
             let p = self.port(src);
             (p.mode, p.net)
@@ -346,9 +362,15 @@ impl Plane {
             self.learn(src, &sc.head[6..12]);
             match u16::from_be_bytes([sc.head[12], sc.head[13]]) {
                 pkt::ETHERTYPE_IPV4 => ETH_HLEN,
-                pkt::ETHERTYPE_IPV6 if pkt::is_nd(&sc.head[ETH_HLEN..n]) => {
-                    self.neighbor_solicit(sc, src, q, n);
-                    return;
+                pkt::ETHERTYPE_IPV6 if n > 54 && sc.head[ETH_HLEN + 6] == pkt::PROTO_ICMPV6 => {
+                    // Neighbour discovery needs more than the fast copy.
+                    n = len.min(PEEK);
+                    gather(regions, descs, 0, &mut sc.head[..n]);
+                    if pkt::is_nd(&sc.head[ETH_HLEN..n]) {
+                        self.neighbor_solicit(sc, src, q, n);
+                        return;
+                    }
+                    ETH_HLEN
                 }
                 pkt::ETHERTYPE_IPV6 => ETH_HLEN,
                 pkt::ETHERTYPE_ARP => {
@@ -449,7 +471,7 @@ impl Plane {
             m
         };
         let len = pkt::arp_reply(&mut sc.answer[..], p.mac, to, &r);
-        self.push(src, q, Out::local(&sc.answer[..len]));
+        self.push(src, q, &Out::local(&sc.answer[..len]));
     }
 
     /// Neighbour discovery from an ethernet port: solicitations for
@@ -470,7 +492,7 @@ impl Plane {
             m
         });
         let len = pkt::neighbor_advert(&mut sc.answer[..], p.mac, to, &s);
-        self.push(src, q, Out::local(&sc.answer[..len]));
+        self.push(src, q, &Out::local(&sc.answer[..len]));
     }
 
     /// Packets the host sent into network `net`'s uplink: up to a burst.
@@ -547,6 +569,8 @@ pub(super) struct Worker {
 
 /// epoll data for the worker's own wake-up fd.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// A busy worker calls `epoll_wait` once in this many turns.
+const EPOLL_EVERY: u32 = 64;
 /// epoll data of an uplink: this bit and the network's slot.
 const UPLINK_BIT: u64 = 1 << 62;
 
@@ -594,6 +618,7 @@ impl Worker {
             return;
         }
         let mut events = [EpollEvent::empty(); 64];
+        let mut spins: u32 = 0;
         loop {
             let busy = self
                 .plane
@@ -607,17 +632,33 @@ impl Worker {
                     .iter()
                     .flatten()
                     .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable));
-            let timeout = if busy {
-                EpollTimeout::ZERO
+            // Busy: look at the fds (commands, interrupts of sleeping
+            // ports, uplinks) only every EPOLL_EVERY turns: the syscall
+            // would otherwise cost more than a burst of frames.
+            spins = spins.wrapping_add(1);
+            let n = if busy && spins % EPOLL_EVERY != 0 {
+                0
             } else {
-                EpollTimeout::NONE
-            };
-            let n = match epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(nix::Error::EINTR) => 0,
-                Err(e) => {
-                    tracing::error!(worker = self.n, error = %e, "epoll failed; worker stops");
-                    return;
+                // Counters reach the control plane at least this often,
+                // and always before the worker sleeps.
+                self.publish_counters();
+                while let Ok(c) = cmds.try_recv() {
+                    if !self.command(&epoll, c) {
+                        return;
+                    }
+                }
+                let timeout = if busy {
+                    EpollTimeout::ZERO
+                } else {
+                    EpollTimeout::NONE
+                };
+                match epoll.wait(&mut events, timeout) {
+                    Ok(n) => n,
+                    Err(nix::Error::EINTR) => 0,
+                    Err(e) => {
+                        tracing::error!(worker = self.n, error = %e, "epoll failed; worker stops");
+                        return;
+                    }
                 }
             };
             for ev in &events[..n] {
@@ -661,7 +702,6 @@ impl Worker {
                     self.plane.flush();
                 }
             }
-            self.publish_counters();
             while let Some((slot, why)) = self.plane.leaving.pop() {
                 self.leave(&epoll, slot, why);
             }
@@ -954,7 +994,13 @@ impl Worker {
             got += n;
             let regions: &[Arc<Region>] = q.regions();
             let mut bytes = 0u64;
-            for f in frames.iter() {
+            for (i, f) in frames.iter().enumerate() {
+                if let Some(next) = frames.get(i + 1) {
+                    let nd = descs[next.first as usize];
+                    if let Some(r) = regions.get(nd.region as usize) {
+                        r.prefetch(nd.offset as usize);
+                    }
+                }
                 let d = &descs[f.first as usize..(f.first + f.count) as usize];
                 bytes += f.len as u64;
                 self.plane
