@@ -105,8 +105,32 @@ struct Uplink {
 struct Net {
     name: String,
     routes: Routes,
+    /// The last lookup (key, port slot): consecutive frames mostly go to
+    /// the same pod. Key 0 (never a unicast key) means empty; cleared on
+    /// every route change.
+    last: (IpKey, usize),
     uplink: Option<Uplink>,
     ports: usize,
+}
+
+impl Net {
+    #[inline]
+    fn lookup(&mut self, k: IpKey) -> Option<usize> {
+        if self.last.0 == k {
+            return Some(self.last.1);
+        }
+        let to = *self.routes.get(&k)?;
+        self.last = (k, to);
+        Some(to)
+    }
+
+    fn set_route(&mut self, k: IpKey, slot: Option<usize>) -> Option<usize> {
+        self.last = (0, 0);
+        match slot {
+            Some(s) => self.routes.insert(k, s),
+            None => self.routes.remove(&k),
+        }
+    }
 }
 
 /// Why a port's connection leaves the worker.
@@ -401,7 +425,7 @@ impl Plane {
         let Some(netw) = self.nets[net].as_mut() else {
             return;
         };
-        if let Some(&to) = netw.routes.get(&dst) {
+        if let Some(to) = netw.lookup(dst) {
             let out = Out {
                 head: &[],
                 body: Body::Ring { regions, descs },
@@ -767,6 +791,7 @@ impl Worker {
         let net = Net {
             name: name.to_string(),
             routes: Routes::default(),
+            last: (0, 0),
             uplink: None,
             ports: 0,
         };
@@ -820,7 +845,7 @@ impl Worker {
         let n = self.plane.nets[net].as_mut().expect("just made");
         n.ports += 1;
         for ip in &port.ips {
-            if let Some(old) = n.routes.insert(*ip, slot) {
+            if let Some(old) = n.set_route(*ip, Some(slot)) {
                 tracing::warn!(network = %n.name, key = cfg.key, other_slot = old,
                     "address already held by another port of the network; the newest wins");
             }
@@ -845,7 +870,7 @@ impl Worker {
             n.ports -= 1;
             for ip in &port.ips {
                 if n.routes.get(ip) == Some(&slot) {
-                    n.routes.remove(ip);
+                    n.set_route(*ip, None);
                     // Another port of the network holding it takes over.
                     let heir = self.plane.ports.iter().enumerate().find_map(|(i, p)| {
                         p.as_ref()
@@ -853,7 +878,7 @@ impl Worker {
                             .map(|_| i)
                     });
                     if let Some(h) = heir {
-                        n.routes.insert(*ip, h);
+                        n.set_route(*ip, Some(h));
                     }
                 }
             }
