@@ -172,11 +172,10 @@ enum Body<'a> {
     Local(&'a [u8]),
 }
 
-/// A frame as written to a destination: `head` (a link header of our
-/// own, or nothing), then the body from byte `skip` on.
+/// A frame's body as written to a destination: from byte `skip` on,
+/// after a link header of our own (given apart: see [`Plane::push`]).
 #[derive(Clone, Copy)]
 struct Out<'a> {
-    head: &'a [u8],
     body: Body<'a>,
     skip: usize,
     /// The body's length (the source frame, `skip` included).
@@ -187,32 +186,33 @@ impl<'a> Out<'a> {
     /// A frame of our own bytes, as is.
     fn local(b: &'a [u8]) -> Out<'a> {
         Out {
-            head: &[],
             body: Body::Local(b),
             skip: 0,
             body_len: b.len(),
         }
     }
 
+    /// The frame's length behind a `head_len`-byte header.
     #[inline]
-    fn len(&self) -> usize {
-        self.head.len() + self.body_len - self.skip
+    fn len(&self, head_len: usize) -> usize {
+        head_len + self.body_len - self.skip
     }
 
-    /// Writes bytes `[at, at + n)` of the frame into `dst` at `dst_off`.
+    /// Writes bytes `[at, at + n)` of the frame (`head`, then the body)
+    /// into `dst` at `dst_off`.
     #[inline]
-    fn fill(&self, dst: &Region, mut dst_off: usize, mut at: usize, n: usize) {
+    fn fill(&self, head: &[u8], dst: &Region, mut dst_off: usize, mut at: usize, n: usize) {
         let end = at + n;
-        if at < self.head.len() {
-            let k = (self.head.len() - at).min(n);
-            dst.write(dst_off, &self.head[at..at + k]);
+        if at < head.len() {
+            let k = (head.len() - at).min(n);
+            dst.write(dst_off, &head[at..at + k]);
             at += k;
             dst_off += k;
         }
         if at >= end {
             return;
         }
-        let mut s = at - self.head.len() + self.skip;
+        let mut s = at - head.len() + self.skip;
         let mut left = end - at;
         match self.body {
             Body::Local(b) => {
@@ -275,7 +275,7 @@ impl Plane {
     /// Pushes `out` to port `dst`'s tx queue `q` (modulo its queues).
     /// Counts drops on the destination.
     #[inline]
-    fn push(&mut self, dst: usize, q: usize, out: &Out<'_>) {
+    fn push(&mut self, dst: usize, q: usize, head: &[u8], out: &Out<'_>) {
         let Some(p) = self.ports[dst].as_mut() else {
             return;
         };
@@ -291,7 +291,9 @@ impl Plane {
         let qi = if q < n { q } else { q % n };
         let txq = &mut c.a.conn.tx[qi];
         let was_pending = txq.has_pending();
-        match txq.push(out.len(), |r, off, at, k| out.fill(r, off, at, k)) {
+        match txq.push(out.len(head.len()), |r, off, at, k| {
+            out.fill(head, r, off, at, k)
+        }) {
             Ok(Pushed::Queued) => {
                 if !was_pending {
                     self.dirty_tx.push((dst, qi));
@@ -318,7 +320,7 @@ impl Plane {
     /// Delivers an IP packet (the body from `out.skip`) to port `dst`,
     /// adding an ethernet header for ethernet ports.
     #[inline]
-    fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: Out<'_>) {
+    fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: &Out<'_>) {
         let Some(p) = self.ports[dst].as_ref() else {
             return;
         };
@@ -330,9 +332,9 @@ impl Plane {
                 p.mac,
                 pkt::ethertype_of(first_byte),
             );
-            self.push(dst, q, &Out { head: &h, ..out });
+            self.push(dst, q, &h, out);
         } else {
-            self.push(dst, q, &out);
+            self.push(dst, q, &[], out);
         }
     }
 
@@ -427,12 +429,11 @@ impl Plane {
         };
         if let Some(to) = netw.lookup(dst) {
             let out = Out {
-                head: &[],
                 body: Body::Ring { regions, descs },
                 skip: ip_off,
                 body_len: len,
             };
-            self.deliver_ip(to, q, first, out);
+            self.deliver_ip(to, q, first, &out);
             return;
         }
         // Not a pod of the network: to the host, as a routed hop.
@@ -495,7 +496,7 @@ impl Plane {
             m
         };
         let len = pkt::arp_reply(&mut sc.answer[..], p.mac, to, &r);
-        self.push(src, q, &Out::local(&sc.answer[..len]));
+        self.push(src, q, &[], &Out::local(&sc.answer[..len]));
     }
 
     /// Neighbour discovery from an ethernet port: solicitations for
@@ -516,7 +517,7 @@ impl Plane {
             m
         });
         let len = pkt::neighbor_advert(&mut sc.answer[..], p.mac, to, &s);
-        self.push(src, q, &Out::local(&sc.answer[..len]));
+        self.push(src, q, &[], &Out::local(&sc.answer[..len]));
     }
 
     /// Packets the host sent into network `net`'s uplink: up to a burst.
@@ -568,7 +569,7 @@ impl Plane {
                 continue;
             }
             let first = pkt[0];
-            self.deliver_ip(to, 0, first, Out::local(pkt));
+            self.deliver_ip(to, 0, first, &Out::local(pkt));
         }
         done
     }
@@ -1019,13 +1020,15 @@ impl Worker {
             got += n;
             let regions: &[Arc<Region>] = q.regions();
             let mut bytes = 0u64;
-            for (i, f) in frames.iter().enumerate() {
-                if let Some(next) = frames.get(i + 1) {
-                    let nd = descs[next.first as usize];
-                    if let Some(r) = regions.get(nd.region as usize) {
-                        r.prefetch(nd.offset as usize);
-                    }
+            // Start fetching every frame's first bytes (written by the
+            // other core) before deciding on the first.
+            for f in frames.iter() {
+                let d = descs[f.first as usize];
+                if let Some(r) = regions.get(d.region as usize) {
+                    r.prefetch(d.offset as usize);
                 }
+            }
+            for f in frames.iter() {
                 let d = &descs[f.first as usize..(f.first + f.count) as usize];
                 bytes += f.len as u64;
                 self.plane
