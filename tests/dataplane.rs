@@ -333,7 +333,15 @@ const POD_MAC: &str = "02:00:00:00:00:01";
 fn arp_and_neighbor_solicitations_are_answered_for_any_other_target() {
     preflight_dataplane(false);
     let dir = TempDir::new("dp-arp");
-    let m = Memifd::start(&dir.path);
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr")
+    };
+    let m = Memifd::start_with(
+        &dir.path,
+        &format!(r#"{{"metricsListen": "{metrics}"}}"#),
+        &[],
+    );
     let net = network("arp");
     let (me4, me6) = (v4(1, 2), v6(1, 2));
     let a = Pod::attach(
@@ -433,6 +441,17 @@ fn arp_and_neighbor_solicitations_are_answered_for_any_other_target() {
     let out = text(&o);
     assert_contains(&out, "ethertype=2");
     assert_contains(&out, "neighbor=3");
+    // And the metrics endpoint.
+    let body = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(metrics).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut b = String::new();
+        c.read_to_string(&mut b).unwrap();
+        b
+    };
+    assert_contains(&body, r#"reason="ethertype"} 2"#);
+    assert_contains(&body, r#"reason="neighbor"} 3"#);
 }
 
 #[test]

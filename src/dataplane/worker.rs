@@ -17,6 +17,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::EventFd;
 
 use super::pkt::{self, IpClass, IpKey, ETH_HLEN, PEEK};
+
+/// Bytes of a frame read in one fixed-size copy: ethernet and an IPv6
+/// header, or ethernet and ARP.
+const FAST_PEEK: usize = 64;
 use super::uplink::Tun;
 use super::{
     Attached, Cmd, DropReason, IfCounters, IfKey, OnBadPeer, PortConfig, UplinkCounters,
@@ -101,8 +105,32 @@ struct Uplink {
 struct Net {
     name: String,
     routes: Routes,
+    /// The last lookup (key, port slot): consecutive frames mostly go to
+    /// the same pod. Key 0 (never a unicast key) means empty; cleared on
+    /// every route change.
+    last: (IpKey, usize),
     uplink: Option<Uplink>,
     ports: usize,
+}
+
+impl Net {
+    #[inline]
+    fn lookup(&mut self, k: IpKey) -> Option<usize> {
+        if self.last.0 == k {
+            return Some(self.last.1);
+        }
+        let to = *self.routes.get(&k)?;
+        self.last = (k, to);
+        Some(to)
+    }
+
+    fn set_route(&mut self, k: IpKey, slot: Option<usize>) -> Option<usize> {
+        self.last = (0, 0);
+        match slot {
+            Some(s) => self.routes.insert(k, s),
+            None => self.routes.remove(&k),
+        }
+    }
 }
 
 /// Why a port's connection leaves the worker.
@@ -144,11 +172,10 @@ enum Body<'a> {
     Local(&'a [u8]),
 }
 
-/// A frame as written to a destination: `head` (a link header of our
-/// own, or nothing), then the body from byte `skip` on.
+/// A frame's body as written to a destination: from byte `skip` on,
+/// after a link header of our own (given apart: see [`Plane::push`]).
 #[derive(Clone, Copy)]
 struct Out<'a> {
-    head: &'a [u8],
     body: Body<'a>,
     skip: usize,
     /// The body's length (the source frame, `skip` included).
@@ -159,32 +186,33 @@ impl<'a> Out<'a> {
     /// A frame of our own bytes, as is.
     fn local(b: &'a [u8]) -> Out<'a> {
         Out {
-            head: &[],
             body: Body::Local(b),
             skip: 0,
             body_len: b.len(),
         }
     }
 
+    /// The frame's length behind a `head_len`-byte header.
     #[inline]
-    fn len(&self) -> usize {
-        self.head.len() + self.body_len - self.skip
+    fn len(&self, head_len: usize) -> usize {
+        head_len + self.body_len - self.skip
     }
 
-    /// Writes bytes `[at, at + n)` of the frame into `dst` at `dst_off`.
+    /// Writes bytes `[at, at + n)` of the frame (`head`, then the body)
+    /// into `dst` at `dst_off`.
     #[inline]
-    fn fill(&self, dst: &Region, mut dst_off: usize, mut at: usize, n: usize) {
+    fn fill(&self, head: &[u8], dst: &Region, mut dst_off: usize, mut at: usize, n: usize) {
         let end = at + n;
-        if at < self.head.len() {
-            let k = (self.head.len() - at).min(n);
-            dst.write(dst_off, &self.head[at..at + k]);
+        if at < head.len() {
+            let k = (head.len() - at).min(n);
+            dst.write(dst_off, &head[at..at + k]);
             at += k;
             dst_off += k;
         }
         if at >= end {
             return;
         }
-        let mut s = at - self.head.len() + self.skip;
+        let mut s = at - head.len() + self.skip;
         let mut left = end - at;
         match self.body {
             Body::Local(b) => {
@@ -246,7 +274,8 @@ impl Plane {
 
     /// Pushes `out` to port `dst`'s tx queue `q` (modulo its queues).
     /// Counts drops on the destination.
-    fn push(&mut self, dst: usize, q: usize, out: Out<'_>) {
+    #[inline]
+    fn push(&mut self, dst: usize, q: usize, head: &[u8], out: &Out<'_>) {
         let Some(p) = self.ports[dst].as_mut() else {
             return;
         };
@@ -259,10 +288,12 @@ impl Plane {
         if n == 0 {
             return;
         }
-        let qi = q % n;
+        let qi = if q < n { q } else { q % n };
         let txq = &mut c.a.conn.tx[qi];
         let was_pending = txq.has_pending();
-        match txq.push(out.len(), |r, off, at, k| out.fill(r, off, at, k)) {
+        match txq.push(out.len(head.len()), |r, off, at, k| {
+            out.fill(head, r, off, at, k)
+        }) {
             Ok(Pushed::Queued) => {
                 if !was_pending {
                     self.dirty_tx.push((dst, qi));
@@ -288,7 +319,8 @@ impl Plane {
 
     /// Delivers an IP packet (the body from `out.skip`) to port `dst`,
     /// adding an ethernet header for ethernet ports.
-    fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: Out<'_>) {
+    #[inline]
+    fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: &Out<'_>) {
         let Some(p) = self.ports[dst].as_ref() else {
             return;
         };
@@ -300,9 +332,9 @@ impl Plane {
                 p.mac,
                 pkt::ethertype_of(first_byte),
             );
-            self.push(dst, q, Out { head: &h, ..out });
+            self.push(dst, q, &h, out);
         } else {
-            self.push(dst, q, Out { head: &[], ..out });
+            self.push(dst, q, &[], out);
         }
     }
 
@@ -332,8 +364,18 @@ impl Plane {
         descs: &[Desc],
         len: usize,
     ) {
-        let n = len.min(PEEK);
-        gather(regions, descs, 0, &mut sc.head[..n]);
+        // The first 64 bytes (ethernet + IPv4/IPv6 headers) in one fixed
+        // copy when the first buffer holds them; else gathered.
+        let mut n = len.min(FAST_PEEK);
+        let d0 = descs[0];
+        let fast = d0.length as usize >= n
+            && regions.get(d0.region as usize).is_some_and(|r| {
+                let h: &mut [u8; FAST_PEEK] = (&mut sc.head[..FAST_PEEK]).try_into().expect("size");
+                r.read_fixed(d0.offset as usize, h)
+            });
+        if !fast {
+            gather(regions, descs, 0, &mut sc.head[..n]);
+        }
         let (mode, net) = {
             let p = self.port(src);
             (p.mode, p.net)
@@ -346,9 +388,15 @@ impl Plane {
             self.learn(src, &sc.head[6..12]);
             match u16::from_be_bytes([sc.head[12], sc.head[13]]) {
                 pkt::ETHERTYPE_IPV4 => ETH_HLEN,
-                pkt::ETHERTYPE_IPV6 if pkt::is_nd(&sc.head[ETH_HLEN..n]) => {
-                    self.neighbor_solicit(sc, src, q, n);
-                    return;
+                pkt::ETHERTYPE_IPV6 if n > 54 && sc.head[ETH_HLEN + 6] == pkt::PROTO_ICMPV6 => {
+                    // Neighbour discovery needs more than the fast copy.
+                    n = len.min(PEEK);
+                    gather(regions, descs, 0, &mut sc.head[..n]);
+                    if pkt::is_nd(&sc.head[ETH_HLEN..n]) {
+                        self.neighbor_solicit(sc, src, q, n);
+                        return;
+                    }
+                    ETH_HLEN
                 }
                 pkt::ETHERTYPE_IPV6 => ETH_HLEN,
                 pkt::ETHERTYPE_ARP => {
@@ -379,14 +427,13 @@ impl Plane {
         let Some(netw) = self.nets[net].as_mut() else {
             return;
         };
-        if let Some(&to) = netw.routes.get(&dst) {
+        if let Some(to) = netw.lookup(dst) {
             let out = Out {
-                head: &[],
                 body: Body::Ring { regions, descs },
                 skip: ip_off,
                 body_len: len,
             };
-            self.deliver_ip(to, q, first, out);
+            self.deliver_ip(to, q, first, &out);
             return;
         }
         // Not a pod of the network: to the host, as a routed hop.
@@ -449,7 +496,7 @@ impl Plane {
             m
         };
         let len = pkt::arp_reply(&mut sc.answer[..], p.mac, to, &r);
-        self.push(src, q, Out::local(&sc.answer[..len]));
+        self.push(src, q, &[], &Out::local(&sc.answer[..len]));
     }
 
     /// Neighbour discovery from an ethernet port: solicitations for
@@ -470,7 +517,7 @@ impl Plane {
             m
         });
         let len = pkt::neighbor_advert(&mut sc.answer[..], p.mac, to, &s);
-        self.push(src, q, Out::local(&sc.answer[..len]));
+        self.push(src, q, &[], &Out::local(&sc.answer[..len]));
     }
 
     /// Packets the host sent into network `net`'s uplink: up to a burst.
@@ -522,7 +569,7 @@ impl Plane {
                 continue;
             }
             let first = pkt[0];
-            self.deliver_ip(to, 0, first, Out::local(pkt));
+            self.deliver_ip(to, 0, first, &Out::local(pkt));
         }
         done
     }
@@ -547,6 +594,8 @@ pub(super) struct Worker {
 
 /// epoll data for the worker's own wake-up fd.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// A busy worker calls `epoll_wait` once in this many turns.
+const EPOLL_EVERY: u32 = 64;
 /// epoll data of an uplink: this bit and the network's slot.
 const UPLINK_BIT: u64 = 1 << 62;
 
@@ -594,6 +643,7 @@ impl Worker {
             return;
         }
         let mut events = [EpollEvent::empty(); 64];
+        let mut spins: u32 = 0;
         loop {
             let busy = self
                 .plane
@@ -607,17 +657,33 @@ impl Worker {
                     .iter()
                     .flatten()
                     .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable));
-            let timeout = if busy {
-                EpollTimeout::ZERO
+            // Busy: look at the fds (commands, interrupts of sleeping
+            // ports, uplinks) only every EPOLL_EVERY turns: the syscall
+            // would otherwise cost more than a burst of frames.
+            spins = spins.wrapping_add(1);
+            let n = if busy && spins % EPOLL_EVERY != 0 {
+                0
             } else {
-                EpollTimeout::NONE
-            };
-            let n = match epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(nix::Error::EINTR) => 0,
-                Err(e) => {
-                    tracing::error!(worker = self.n, error = %e, "epoll failed; worker stops");
-                    return;
+                // Counters reach the control plane at least this often,
+                // and always before the worker sleeps.
+                self.publish_counters();
+                while let Ok(c) = cmds.try_recv() {
+                    if !self.command(&epoll, c) {
+                        return;
+                    }
+                }
+                let timeout = if busy {
+                    EpollTimeout::ZERO
+                } else {
+                    EpollTimeout::NONE
+                };
+                match epoll.wait(&mut events, timeout) {
+                    Ok(n) => n,
+                    Err(nix::Error::EINTR) => 0,
+                    Err(e) => {
+                        tracing::error!(worker = self.n, error = %e, "epoll failed; worker stops");
+                        return;
+                    }
                 }
             };
             for ev in &events[..n] {
@@ -661,7 +727,6 @@ impl Worker {
                     self.plane.flush();
                 }
             }
-            self.publish_counters();
             while let Some((slot, why)) = self.plane.leaving.pop() {
                 self.leave(&epoll, slot, why);
             }
@@ -727,6 +792,7 @@ impl Worker {
         let net = Net {
             name: name.to_string(),
             routes: Routes::default(),
+            last: (0, 0),
             uplink: None,
             ports: 0,
         };
@@ -780,7 +846,7 @@ impl Worker {
         let n = self.plane.nets[net].as_mut().expect("just made");
         n.ports += 1;
         for ip in &port.ips {
-            if let Some(old) = n.routes.insert(*ip, slot) {
+            if let Some(old) = n.set_route(*ip, Some(slot)) {
                 tracing::warn!(network = %n.name, key = cfg.key, other_slot = old,
                     "address already held by another port of the network; the newest wins");
             }
@@ -805,7 +871,7 @@ impl Worker {
             n.ports -= 1;
             for ip in &port.ips {
                 if n.routes.get(ip) == Some(&slot) {
-                    n.routes.remove(ip);
+                    n.set_route(*ip, None);
                     // Another port of the network holding it takes over.
                     let heir = self.plane.ports.iter().enumerate().find_map(|(i, p)| {
                         p.as_ref()
@@ -813,7 +879,7 @@ impl Worker {
                             .map(|_| i)
                     });
                     if let Some(h) = heir {
-                        n.routes.insert(*ip, h);
+                        n.set_route(*ip, Some(h));
                     }
                 }
             }
@@ -954,6 +1020,14 @@ impl Worker {
             got += n;
             let regions: &[Arc<Region>] = q.regions();
             let mut bytes = 0u64;
+            // Start fetching every frame's first bytes (written by the
+            // other core) before deciding on the first.
+            for f in frames.iter() {
+                let d = descs[f.first as usize];
+                if let Some(r) = regions.get(d.region as usize) {
+                    r.prefetch(d.offset as usize);
+                }
+            }
             for f in frames.iter() {
                 let d = &descs[f.first as usize..(f.first + f.count) as usize];
                 bytes += f.len as u64;

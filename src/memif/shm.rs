@@ -202,6 +202,42 @@ impl Region {
         }
     }
 
+    /// Copies exactly `N` bytes at `offset` into `dst`: a fixed-size copy
+    /// the compiler inlines (forwarding reads each frame's headers this
+    /// way). False, copying nothing, if out of bounds.
+    #[inline]
+    pub fn read_fixed<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
+        match offset.checked_add(N) {
+            Some(end) if end <= self.len => {
+                // SAFETY: as in `read`: the N-byte source range was just
+                // checked against the live mapping; `dst` is our own memory
+                // of exactly N bytes; no reference into the mapping is made.
+                unsafe {
+                    ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), dst.as_mut_ptr(), N)
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Hints the CPU to fetch the cache line at `offset` (the next frame's
+    /// bytes, while the current one is forwarded). Out of bounds: nothing.
+    #[inline]
+    pub fn prefetch(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: `offset` is inside the live mapping (checked above);
+            // a prefetch only hints the cache, it never faults, reads into
+            // a register or writes, so the peer's concurrent writes do not
+            // matter. SSE is part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.map.as_ptr().add(offset).cast::<i8>()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
+    }
+
     /// Copies `len` bytes from `src` at `src_off` to `self` at `dst_off`:
     /// one copy between two regions, for forwarding. False if either range
     /// is out of bounds.
@@ -497,6 +533,15 @@ impl RingRef {
         self.region
             .read_desc(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE)
             .expect("descriptor array checked in RingRef::new")
+    }
+
+    /// Hints the CPU to fetch descriptor `counter & mask` (its cache line
+    /// holds four): the peer wrote it last, so the first access misses.
+    #[inline]
+    pub fn prefetch_desc(&self, counter: u16) {
+        let slot = (counter & (self.size() - 1)) as usize;
+        self.region
+            .prefetch(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE);
     }
 
     /// Writes descriptor `counter & mask`.

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The dataplane benchmark (see examples/dataplane_bench.rs): an io loop of
+# 64-byte frames through memifd vs through a testpmd middle box, the kernel
+# path (veth + a routing netns), and memifd's CPU with 100 idle connected
+# interfaces in interrupt and adaptive modes. Prints a markdown table with
+# the ratios. Needs root and dpdk-testpmd (bash e2e/deps.sh).
+#   sudo bash e2e/bench-dataplane.sh [--reps 3] [--samples 3] [--bursts 8] [--idle 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench-dataplane: needs root (network namespaces, dpdk-testpmd)" >&2; exit 1; }
+for t in dpdk-testpmd taskset stdbuf ip cargo; do
+  command -v "$t" >/dev/null || { echo "bench-dataplane: $t not found (bash e2e/deps.sh installs the packages)" >&2; exit 1; }
+done
+cargo build --release --bin memifd --example dataplane_bench >&2
+T=${CARGO_TARGET_DIR:-target}
+exec "$T/release/examples/dataplane_bench" --memifd "$T/release/memifd" "$@"

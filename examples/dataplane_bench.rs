@@ -1,0 +1,535 @@
+//! The dataplane benchmark, everything measured side by side in one run
+//! (run as root through `e2e/bench-dataplane.sh`, which builds in release):
+//!
+//! (a) a loop of 64-byte frames between the two memif ports of one
+//!     `dpdk-testpmd` (io forwarding, started with `tx_first`), through
+//!     memifd (two pods' attachments, one network, polling) against the
+//!     same loop through a second testpmd as the middle box (two memif
+//!     server ports, io forwarding). The figure is the loop testpmd's
+//!     receive rate on both ports: every frame crosses the middle box once
+//!     per lap. The loop testpmd forwards on core 1, the middle box on
+//!     core 0 (memifd pinned there with taskset).
+//! (b) the kernel path: 64-byte UDP frames from namespace A to namespace
+//!     B over veth pairs, routed by the kernel of a third namespace
+//!     (a stand-in for the host: same code, without touching the host's
+//!     forwarding sysctl); the figure is the router's forwarding rate
+//!     (its egress veth's tx packets). Sender on core 1, receiver core 0.
+//! (c) memifd's CPU with 100 connected, idle interfaces in interrupt, then
+//!     adaptive mode (utime + stime over a window, % of one core).
+//!
+//! Runs are interleaved (a-memifd, a-testpmd, b) `--reps` times; each run
+//! warms up for a second and then samples `--samples` one-second windows;
+//! the table shows the median of the runs' medians. The machines are
+//! shared and noisy: read the ratios.
+
+#[path = "../tests/common/testpmd.rs"]
+mod testpmd;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memif_cni::api::{AttachRequest, AttachmentKey, Client, MemifSpec, RxMode};
+use memif_cni::memif::socket::Channel;
+use memif_cni::memif::wire::Mode;
+use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
+use memif_cni::netns::NetnsGuard;
+use testpmd::{Testpmd, TestpmdOpts};
+
+struct Args {
+    memifd: PathBuf,
+    reps: usize,
+    samples: usize,
+    bursts: usize,
+    idle: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        memifd: "target/release/memifd".into(),
+        reps: 3,
+        samples: 3,
+        bursts: 8,
+        idle: 100,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let val = v.get(i + 1).cloned().unwrap_or_default();
+        match v[i].as_str() {
+            "--memifd" => a.memifd = val.into(),
+            "--reps" => a.reps = val.parse().expect("--reps N"),
+            "--samples" => a.samples = val.parse().expect("--samples N"),
+            "--bursts" => a.bursts = val.parse().expect("--bursts N"),
+            "--idle" => a.idle = val.parse().expect("--idle N"),
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Network namespaces, deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: &str) {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&["ip", "netns", "add", name]);
+        self.0.push(name.to_string());
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    api: PathBuf,
+}
+
+impl Daemon {
+    /// memifd with its own state dir, pinned to `cpu`.
+    fn start(memifd: &Path, dir: &Path, cpu: &str) -> Daemon {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("state dir");
+        std::fs::write(dir.join("memifd.json"), "{}").expect("config");
+        let api = dir.join("api.sock");
+        let mut child = Command::new("taskset")
+            .args(["-c", cpu])
+            .arg(memifd)
+            .args(["--no-kubernetes", "--log", "warn", "--api-socket"])
+            .arg(&api)
+            .arg("--state-dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(dir.join("memifd.json"))
+            .env_remove("CALICOVPP_FEATURE_GATES")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start memifd");
+        let t0 = Instant::now();
+        loop {
+            if let Ok(mut c) = Client::connect(&api, Duration::from_secs(5)) {
+                if c.status().is_ok() {
+                    break;
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("memifd did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Daemon { child, api }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.api, Duration::from_secs(30)).expect("connect")
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn attach(
+    d: &Daemon,
+    ns: &str,
+    container: &str,
+    ifname: &str,
+    network: &str,
+    ip: &str,
+    rx: RxMode,
+) -> AttachRequest {
+    let req = AttachRequest {
+        key: AttachmentKey {
+            container_id: container.into(),
+            ifname: ifname.into(),
+        },
+        network: network.into(),
+        netns: format!("/run/netns/{ns}").into(),
+        socket: None,
+        spec: MemifSpec {
+            mode: Mode::Ethernet,
+            rx_mode: rx,
+            ..MemifSpec::default()
+        },
+        ips: vec![ip.parse().unwrap()],
+        pod: None,
+    };
+    d.client().attach(req.clone()).expect("attach");
+    req
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Samples `rate()`-style counters: the median over `samples` one-second
+/// windows after a one-second warm-up, in packets per second.
+fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
+    std::thread::sleep(Duration::from_secs(1));
+    let mut v = Vec::new();
+    let (mut c0, mut t0) = (count(), Instant::now());
+    for _ in 0..samples {
+        std::thread::sleep(Duration::from_secs(1));
+        let (c1, t1) = (count(), Instant::now());
+        v.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
+        (c0, t0) = (c1, t1);
+    }
+    median(v)
+}
+
+/// The loop testpmd: two memif client ports (sockets `s0`, `s1`) in
+/// netns `ns`, io forwarding on core 1; waits for both links.
+fn loop_testpmd(a: &Args, ns: &str, dir: &Path, tag: &str, s0: &str, s1: &str) -> Testpmd {
+    let _ = a;
+    let mut t = Testpmd::start(TestpmdOpts {
+        label: "loop",
+        prefix: format!("dp-bench-{}-loop-{tag}", std::process::id()),
+        netns: Some(ns),
+        ports: vec![("client", s0.into()), ("client", s1.into())],
+        lcores: (0, 1),
+        args: vec![
+            "--forward-mode=io".into(),
+            "--burst=32".into(),
+            "--tx-ip=10.199.1.1,10.199.1.2".into(),
+        ],
+        out: dir.join(format!("loop-{tag}.out")),
+    });
+    t.wait_link_up(0);
+    t.wait_link_up(1);
+    t
+}
+
+fn loop_rate(a: &Args, t: &mut Testpmd) -> f64 {
+    // A memif client posts its receive buffers on its first rx burst:
+    // poll once before injecting, or the first frames find no buffers.
+    t.cmd("start");
+    std::thread::sleep(Duration::from_millis(300));
+    t.cmd("stop");
+    t.cmd(&format!("start tx_first {}", a.bursts));
+    let pps = sample(a.samples, || {
+        t.port_stats(0).rx_packets + t.port_stats(1).rx_packets
+    });
+    let out = t.cmd("stop");
+    if std::env::var_os("DP_BENCH_DEBUG").is_some() {
+        eprintln!("{out}");
+    }
+    pps
+}
+
+/// (a) through memifd.
+fn run_memifd_loop(a: &Args, ns: &str, dir: &Path) -> (f64, String) {
+    let d = Daemon::start(&a.memifd, &dir.join("memifd-loop"), "0");
+    let net = format!("dp-bench-{}", std::process::id());
+    attach(
+        &d,
+        ns,
+        "bench-p0",
+        "memif-b0",
+        &net,
+        "10.199.1.1",
+        RxMode::Polling,
+    );
+    let r1 = attach(
+        &d,
+        ns,
+        "bench-p1",
+        "memif-b1",
+        &net,
+        "10.199.1.2",
+        RxMode::Polling,
+    );
+    let mut t = loop_testpmd(a, ns, dir, "memifd", "memif-b0", "memif-b1");
+    let pps = loop_rate(a, &mut t);
+    let st = d.client().get(r1.key).expect("get").stats;
+    t.quit();
+    (pps, format!("{:?}", st.drops))
+}
+
+/// (a) through a testpmd middle box.
+fn run_testpmd_loop(a: &Args, ns: &str, dir: &Path) -> f64 {
+    let pid = std::process::id();
+    let (s0, s1) = (format!("dp-bench-{pid}-m0"), format!("dp-bench-{pid}-m1"));
+    let mut mid = Testpmd::start(TestpmdOpts {
+        label: "middle",
+        prefix: format!("dp-bench-{pid}-mid"),
+        netns: Some(ns),
+        ports: vec![("server", s0.clone()), ("server", s1.clone())],
+        lcores: (1, 0),
+        args: vec!["--forward-mode=io".into(), "--burst=32".into()],
+        out: dir.join("middle.out"),
+    });
+    mid.cmd("start");
+    let mut t = loop_testpmd(a, ns, dir, "testpmd", &s0, &s1);
+    let pps = loop_rate(a, &mut t);
+    mid.cmd("stop");
+    t.quit();
+    mid.quit();
+    pps
+}
+
+fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+}
+
+fn tx_packets(ns: &str, dev: &str) -> u64 {
+    let o = Command::new("ip")
+        .args(["-n", ns, "-s", "-j", "link", "show", dev])
+        .output()
+        .expect("ip link");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j");
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("tx packets")
+}
+
+/// (b) the kernel path. Returns the router's forwarding rate.
+fn run_kernel(a: &Args, nss: &[String; 3]) -> f64 {
+    let [na, nr, nb] = nss;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = {
+        let (stop, nb) = (stop.clone(), nb.clone());
+        std::thread::spawn(move || {
+            pin(0);
+            let _g = NetnsGuard::enter(Path::new(&format!("/run/netns/{nb}"))).unwrap();
+            let s = UdpSocket::bind("10.199.3.2:9").expect("bind receiver");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.recv(&mut buf);
+            }
+        })
+    };
+    let tx = {
+        let (stop, na) = (stop.clone(), na.clone());
+        std::thread::spawn(move || {
+            pin(1);
+            let _g = NetnsGuard::enter(Path::new(&format!("/run/netns/{na}"))).unwrap();
+            let s = UdpSocket::bind("10.199.2.2:0").expect("bind sender");
+            s.connect("10.199.3.2:9").expect("connect");
+            // 14 + 20 + 8 + 22 = 64-byte frames.
+            let payload = [0x42u8; 22];
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    let _ = s.send(&payload);
+                }
+            }
+        })
+    };
+    let pps = sample(a.samples, || tx_packets(nr, "r-b"));
+    stop.store(true, Ordering::Relaxed);
+    tx.join().unwrap();
+    rx.join().unwrap();
+    pps
+}
+
+fn setup_kernel(ns: &mut Namespaces, tag: &str) -> [String; 3] {
+    let names = [
+        format!("dp-bk-{tag}-a"),
+        format!("dp-bk-{tag}-r"),
+        format!("dp-bk-{tag}-b"),
+    ];
+    for n in &names {
+        ns.add(n);
+    }
+    let [na, nr, nb] = &names;
+    sh(&[
+        "ip", "-n", na, "link", "add", "a-r", "type", "veth", "peer", "name", "r-a", "netns", nr,
+    ]);
+    sh(&[
+        "ip", "-n", nb, "link", "add", "b-r", "type", "veth", "peer", "name", "r-b", "netns", nr,
+    ]);
+    for (n, dev, addr) in [
+        (na, "a-r", "10.199.2.2/24"),
+        (nr, "r-a", "10.199.2.1/24"),
+        (nr, "r-b", "10.199.3.1/24"),
+        (nb, "b-r", "10.199.3.2/24"),
+    ] {
+        sh(&["ip", "-n", n, "addr", "add", addr, "dev", dev]);
+        sh(&["ip", "-n", n, "link", "set", dev, "up"]);
+    }
+    for n in [na, nr, nb] {
+        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        na,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.199.2.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        nb,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.199.3.1",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        nr,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_forward=1",
+    ]);
+    names
+}
+
+/// (c) memifd's CPU with `n` connected idle interfaces in `mode`, as % of
+/// one core over 5 s.
+fn run_idle(a: &Args, ns: &str, dir: &Path, mode: RxMode) -> f64 {
+    let d = Daemon::start(&a.memifd, &dir.join(format!("memifd-idle-{mode}")), "0");
+    let net = format!("dp-idle-{}", std::process::id());
+    let mut slaves: Vec<SlaveConnection> = Vec::new();
+    for i in 0..a.idle {
+        let ifname = format!("memif-i{i}");
+        let ip = format!("10.199.{}.{}", 10 + i / 250, i % 250 + 1);
+        let r = attach(&d, ns, &format!("idle-{i}"), &ifname, &net, &ip, mode);
+        let addr = SocketAddr::parse(&r.socket_name()).unwrap();
+        let chan =
+            memif_cni::netns::run_in(Some(Path::new(&format!("/run/netns/{ns}"))), move || {
+                Channel::connect(&addr)
+            })
+            .expect("netns")
+            .expect("connect");
+        let cfg = SlaveConfig {
+            name: format!("idle-{i}"),
+            log2_ring_size: 8,
+            ..SlaveConfig::default()
+        };
+        slaves.push(SlaveConnection::handshake(chan, &cfg).expect("handshake"));
+    }
+    let t0 = Instant::now();
+    while d.client().status().expect("status").connected < a.idle {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "idle interfaces did not all connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Adaptive interfaces poll a little before they sleep.
+    std::thread::sleep(Duration::from_secs(2));
+    let hz = 100.0;
+    let (c0, t0) = (d.cpu_ticks(), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let (c1, t1) = (d.cpu_ticks(), Instant::now());
+    drop(slaves);
+    (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0
+}
+
+fn main() {
+    let a = args();
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("dp-bench-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ns = Namespaces(Vec::new());
+    let pod_ns = format!("dp-bench-{pid}");
+    ns.add(&pod_ns);
+    let knss = setup_kernel(&mut ns, &pid.to_string());
+
+    let (mut via_memifd, mut via_testpmd, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..a.reps {
+        let (m, drops) = run_memifd_loop(&a, &pod_ns, &dir);
+        let t = run_testpmd_loop(&a, &pod_ns, &dir);
+        let k = run_kernel(&a, &knss);
+        eprintln!(
+            "run {}: memifd {:.2} Mpps (drops at the receiving port {drops}), testpmd {:.2} Mpps, kernel {:.3} Mpps, ratios {:.2} {:.1}",
+            rep + 1,
+            m / 1e6,
+            t / 1e6,
+            k / 1e6,
+            m / t,
+            m / k
+        );
+        via_memifd.push(m);
+        via_testpmd.push(t);
+        kernel.push(k);
+    }
+    let cpu_int = run_idle(&a, &pod_ns, &dir, RxMode::Interrupt);
+    let cpu_ad = run_idle(&a, &pod_ns, &dir, RxMode::Adaptive);
+    // Ratios are taken run by run (each pair measured back to back), then
+    // the median: the machine's load drifts between runs.
+    let r_t = median(
+        via_memifd
+            .iter()
+            .zip(&via_testpmd)
+            .map(|(m, t)| m / t)
+            .collect(),
+    );
+    let r_k = median(via_memifd.iter().zip(&kernel).map(|(m, k)| m / k).collect());
+    let (m, t, k) = (median(via_memifd), median(via_testpmd), median(kernel));
+    println!(
+        "dataplane benchmark: 64-byte frames, 2 cores, median of {} interleaved runs",
+        a.reps
+    );
+    println!("| measure | value | ratio | target |");
+    println!("|---|---:|---:|---:|");
+    println!("| (a) io loop through memifd (Mpps) | {:.2} | | |", m / 1e6);
+    println!(
+        "| (a) io loop through a testpmd middle box (Mpps) | {:.2} | memifd / testpmd = {:.2} | >= 1.0 |",
+        t / 1e6,
+        r_t
+    );
+    println!(
+        "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | memifd / kernel = {:.1} | >= 10 |",
+        k / 1e6,
+        r_k
+    );
+    println!(
+        "| (c) memifd CPU, {} idle interfaces, interrupt (% of a core) | {:.2} | | ~0 |",
+        a.idle, cpu_int
+    );
+    println!(
+        "| (c) memifd CPU, {} idle interfaces, adaptive (% of a core) | {:.2} | | ~0 |",
+        a.idle, cpu_ad
+    );
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&dir);
+}
