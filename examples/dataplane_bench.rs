@@ -187,6 +187,7 @@ fn attach(
         },
         ips: vec![ip.parse().unwrap()],
         pod: None,
+        steer: None,
     };
     d.client().attach(req.clone()).expect("attach");
     req
