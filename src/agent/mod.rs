@@ -180,7 +180,7 @@ impl Shared {
         let s2m_fds = fds(&|i| c.rx[i].event_fd().as_raw_fd(), c.rx.len());
         let m2s_fds = fds(&|i| c.tx[i].event_fd().as_raw_fd(), c.tx.len());
         let rings = Arc::new(RingCounters::new(c.rx.len(), c.tx.len()));
-        let live = LiveConn {
+        e.conn = Some(LiveConn {
             peer_name: c.peer_name.clone(),
             mode: c.mode,
             control_fd: c.control_fd,
@@ -188,13 +188,10 @@ impl Shared {
             s2m: c.s2m_rings.iter().copied().zip(s2m_fds).collect(),
             m2s: c.m2s_rings.iter().copied().zip(m2s_fds).collect(),
             rings: rings.clone(),
-        };
-        let (key, network, peer) = (
-            e.request.key.clone(),
-            e.request.network.clone(),
-            c.peer_name.clone(),
-        );
-        let (rxq, txq) = (c.rx.len(), c.tx.len());
+        });
+        e.counters.connects.fetch_add(1, Relaxed);
+        tracing::info!(attachment = %e.request.key, network = %e.request.network, peer = %c.peer_name,
+            rx_queues = c.rx.len(), tx_queues = c.tx.len(), "memif client connected");
         let a = Attached {
             key: sock,
             rx_mode: e.request.spec.rx_mode,
@@ -202,29 +199,17 @@ impl Shared {
             rings,
             conn: c,
         };
-        drop(reg);
-        // The worker has the rings before the API says "connected": from
-        // then on, frames to the pod are delivered.
+        // Still holding the registry: the API shows "connected" only once
+        // the worker polls the rings (connect waits for it), so frames to
+        // a pod reported connected are delivered. Workers never take the
+        // registry lock (see `on_bad_peer`), so this cannot deadlock.
         self.dataplane.connect(a);
-        let mut reg = self.lock();
-        match reg.entry_by_socket(sock) {
-            Some(e) => {
-                e.conn = Some(live);
-                e.counters.connects.fetch_add(1, Relaxed);
-                tracing::info!(attachment = %key, network = %network, peer = %peer,
-                    rx_queues = rxq, tx_queues = txq, "memif client connected");
-            }
-            None => {
-                drop(reg);
-                self.dataplane.disconnect(sock);
-            }
-        }
+        drop(reg);
     }
 
-    fn on_bad_peer(&self, sock: SocketId, reason: String) {
-        let id = self.lock().entry_by_socket(sock).map(|e| e.request.spec.id);
-        let server = self.server.get().and_then(Weak::upgrade);
-        if let (Some(id), Some(server)) = (id, server) {
+    /// Called on a dataplane worker: must not take the registry lock.
+    fn on_bad_peer(&self, sock: SocketId, id: u32, reason: String) {
+        if let Some(server) = self.server.get().and_then(Weak::upgrade) {
             server.disconnect(sock, id, reason);
         }
     }
@@ -262,9 +247,9 @@ impl Agent {
     ) -> Result<Arc<Agent>, StartError> {
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let w = weak.clone();
-            let on_bad: crate::dataplane::OnBadPeer = Arc::new(move |k, reason| {
+            let on_bad: crate::dataplane::OnBadPeer = Arc::new(move |k, id, reason| {
                 if let Some(s) = w.upgrade() {
-                    s.on_bad_peer(k, reason)
+                    s.on_bad_peer(k, id, reason)
                 }
             });
             Shared {

@@ -281,9 +281,11 @@ pub struct Attached {
     pub rings: Arc<RingCounters>,
 }
 
-/// Told when a worker drops an interface because its peer broke the ring
-/// protocol, so the control plane can disconnect it with the reason.
-pub type OnBadPeer = Arc<dyn Fn(IfKey, String) + Send + Sync>;
+/// Told (key, memif interface id, reason) when a worker drops an
+/// interface because its peer broke the ring protocol, so the control
+/// plane can disconnect it with the reason. Runs on the worker: it must
+/// not block on the control plane.
+pub type OnBadPeer = Arc<dyn Fn(IfKey, u32, String) + Send + Sync>;
 
 enum Cmd {
     AddPort(Box<PortConfig>),

@@ -932,15 +932,12 @@ impl Worker {
     }
 
     fn leave(&mut self, epoll: &Epoll, slot: usize, why: Leave) {
-        let Some(key) = self.plane.ports[slot].as_ref().map(|p| p.key) else {
+        let Some((key, id)) = self.plane.ports[slot]
+            .as_ref()
+            .and_then(|p| p.conn.as_ref().map(|c| (p.key, c.a.conn.id)))
+        else {
             return;
         };
-        if self.plane.ports[slot]
-            .as_ref()
-            .is_none_or(|p| p.conn.is_none())
-        {
-            return;
-        }
         self.drop_conn(epoll, slot);
         match why {
             Leave::LinkDown => {
@@ -952,7 +949,7 @@ impl Worker {
             }
             Leave::BadPeer(reason) => {
                 tracing::warn!(worker = self.n, key, %reason, "bad memif peer; interface leaves the worker");
-                (self.on_bad_peer)(key, reason);
+                (self.on_bad_peer)(key, id, reason);
             }
         }
     }

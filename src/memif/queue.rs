@@ -621,8 +621,13 @@ impl MasterTx {
             used += 1;
         }
         // The slave rewrites posted descriptors when it refills: fetch the
-        // next line of them ahead of the next frame.
-        c.ring.prefetch_desc(cur.wrapping_add(4));
+        // line of them ahead, to write; and start owning the buffer a few
+        // frames ahead (a stale descriptor only misdirects a hint).
+        c.ring.prefetch_desc_write(cur.wrapping_add(8));
+        let ahead = c.ring.desc(cur.wrapping_add(4));
+        if let Some(r) = c.regions.get(ahead.region as usize) {
+            r.prefetch_write(ahead.offset as usize);
+        }
         self.pending = cur;
         self.known_free -= used;
         self.pending_frames += 1;
