@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::env::Env;
 use super::error::{chain, code, invalid_config, CniError};
 use super::ipam::Ipam;
-use super::types::{CniResult, Interface, IpConfig, NetConf, Route};
+use super::types::{CniResult, Interface, IpConfig, NetConf};
 use super::version::{self, Version};
 use crate::api::{
     AttachRequest, AttachmentKey, Client, ClientError, ErrorCode, MemifSpec, StatusInfo,
@@ -312,7 +312,7 @@ impl Plugin<'_> {
         let mut undo = Undo::default();
         let r = self.add_steps(&mut c, &netns, mac, spec, &mut undo);
         if r.is_err() {
-            self.rollback(&mut c, &netns, undo);
+            self.rollback(&mut c, undo);
         }
         r
     }
@@ -394,9 +394,6 @@ impl Plugin<'_> {
         if res.dns.is_none() {
             res.dns = self.conf.dns.clone();
         }
-        if res.routes.is_empty() {
-            res.routes = Vec::<Route>::new();
-        }
         log(format!(
             "ADD {}/{} network {}: dummy {} (mac {}, {} addresses) in {}, memif {} socket id {} mode {} rx {} tx {} rxqsz {} txqsz {} rx-mode {}",
             self.env.container_id,
@@ -420,7 +417,7 @@ impl Plugin<'_> {
             .to_string())
     }
 
-    fn rollback(&self, c: &mut Client, netns: &Path, undo: Undo) {
+    fn rollback(&self, c: &mut Client, undo: Undo) {
         if undo.attached {
             if let Err(e) = c.detach(self.key()) {
                 tracing::warn!("rollback: memifd detach failed: {}", chain(&e));
@@ -440,7 +437,6 @@ impl Plugin<'_> {
         if let Some(path) = &self.conf.runtime_config.device_info_file {
             let _ = std::fs::remove_file(path);
         }
-        let _ = netns;
     }
 
     fn del(&self) -> Result<(), CniError> {
