@@ -1084,8 +1084,14 @@ fn testpmd_pods_exchange_traffic() {
     let mut tb = start(&b, "tp-b", v4(t, 3), v4(t, 2), (0, 1));
     ta.wait_link_up(0);
     tb.wait_link_up(0);
-    // B's first bursts find A not started (no buffers posted): dropped,
-    // but B's MAC is learned. A's then bounce for as long as we let them.
+    // Both forward (posting their rx buffers) before either injects: a
+    // burst towards a client that has not posted buffers yet is dropped
+    // (tx-ring-full) and nothing would be left to bounce.
+    ta.cmd("start");
+    tb.cmd("start");
+    std::thread::sleep(Duration::from_millis(500));
+    ta.cmd("stop");
+    tb.cmd("stop");
     tb.cmd("start tx_first 16");
     ta.cmd("start tx_first 16");
     std::thread::sleep(Duration::from_secs(2));
