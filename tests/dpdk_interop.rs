@@ -26,12 +26,16 @@
 //! - `start` drops whatever waits in the rx rings and leaves it out of the
 //!   statistics unless `--no-flush-rx` is given.
 
+#[path = "common/testpmd.rs"]
+mod testpmd;
+
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use testpmd::{number_after, wait_timeout, Testpmd, TestpmdOpts};
 
 const MEMIFCTL: &str = env!("CARGO_BIN_EXE_memifctl");
 /// Ring size on both sides: DPDK's default and ours (log2 10).
@@ -178,39 +182,17 @@ impl Scene {
     fn testpmd(&self, label: &str, role: &str, host: bool, args: &[&str]) -> Testpmd {
         let prefix = format!("{}-{label}", self.name);
         self.prefixes.borrow_mut().push(prefix.clone());
-        let out = self.dir.join(format!("{label}.out"));
-        let file = File::create(&out).expect("testpmd output file");
-        let mut cmd = if host {
-            Command::new("stdbuf")
-        } else {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &self.name, "stdbuf"]);
-            c
-        };
-        cmd.args(["-oL", "dpdk-testpmd", "-l", "0,1", "--main-lcore", "0"])
-            .args(["--no-huge", "-m", "1024", "--no-pci", "--file-prefix"])
-            .arg(&prefix)
-            .arg(format!(
-                "--vdev=net_memif0,role={role},socket={},socket-abstract=yes",
-                self.socket()
-            ))
-            .args(["--", "-i", "--no-mlockall", "--total-num-mbufs=32768"])
-            .args(["--burst=32", "--no-flush-rx"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(file.try_clone().expect("dup output file"))
-            .stderr(file);
-        let mut child = cmd.spawn().expect("spawn dpdk-testpmd");
-        let stdin = child.stdin.take();
-        let mut t = Testpmd {
-            child,
-            stdin,
-            out,
-            label: label.into(),
-            prompts: 0,
-        };
-        t.wait_prompt(1);
-        t
+        let mut extra = vec!["--burst=32".to_string()];
+        extra.extend(args.iter().map(|a| a.to_string()));
+        Testpmd::start(TestpmdOpts {
+            label,
+            prefix,
+            netns: (!host).then_some(self.name.as_str()),
+            ports: vec![(role, self.socket().to_string())],
+            lcores: (0, 1),
+            args: extra,
+            out: self.dir.join(format!("{label}.out")),
+        })
     }
 
     /// Whether our abstract socket shows in `/proc/net/unix` of the netns
@@ -332,130 +314,6 @@ impl Drop for Peer {
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-const PROMPT: &str = "testpmd> ";
-
-/// An interactive testpmd driven through stdin.
-struct Testpmd {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: PathBuf,
-    label: String,
-    prompts: usize,
-}
-
-impl Testpmd {
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.out).unwrap_or_default()).into_owned()
-    }
-
-    fn wait_prompt(&mut self, n: usize) {
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let text = self.output();
-            if text.matches(PROMPT).count() >= n {
-                self.prompts = n;
-                return;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("testpmd {} exited ({st}) early:\n{text}", self.label);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "testpmd {}: no prompt within {STARTUP:?}:\n{text}",
-                self.label
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("testpmd stdin open");
-        writeln!(stdin, "{line}")
-            .and_then(|_| stdin.flush())
-            .unwrap_or_else(|e| panic!("testpmd {}: write {line:?}: {e}", self.label));
-    }
-
-    /// Runs a command and returns what it printed (the text between its
-    /// prompt and the next).
-    fn cmd(&mut self, line: &str) -> String {
-        self.send(line);
-        let n = self.prompts + 1;
-        self.wait_prompt(n);
-        let text = self.output();
-        text.split(PROMPT)
-            .nth(n - 1)
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// Polls `show port info 0` until the link is up.
-    fn wait_link_up(&mut self) {
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let info = self.cmd("show port info 0");
-            if info.contains("Link status: up") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "testpmd {}: memif link never came up:\n{}",
-                self.label,
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `quit`; waits for a clean exit and returns the whole output.
-    fn quit(&mut self) -> String {
-        self.send("quit");
-        self.stdin = None;
-        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
-        let text = self.output();
-        match st {
-            Some(st) if st.success() => text,
-            Some(st) => panic!("testpmd {} exited with {st}:\n{text}", self.label),
-            None => panic!("testpmd {} did not quit:\n{text}", self.label),
-        }
-    }
-}
-
-impl Drop for Testpmd {
-    fn drop(&mut self) {
-        self.stdin = None;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The number after `label` in `text` (first occurrence).
-fn number_after(text: &str, label: &str) -> u64 {
-    let at = text
-        .find(label)
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"));
-    let digits: String = text[at + label.len()..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|e| panic!("{label:?} value {digits:?}: {e} in:\n{text}"))
-}
-
 /// A port's counters as testpmd printed them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct PortCounts {
@@ -521,7 +379,7 @@ fn testpmd_txonly_client_to_our_master_rx() {
         false,
         &["--forward-mode=txonly", "--txpkts=100"],
     );
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.cmd("start");
     std::thread::sleep(SECOND);
     let out = tp.quit();
@@ -565,7 +423,7 @@ fn our_master_tx_to_testpmd_rxonly_client() {
     );
     s.wait_listening(&mut ours);
     let mut tp = s.testpmd("client", "client", false, &["--forward-mode=rxonly"]);
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.cmd("start");
     std::thread::sleep(SECOND);
     let fwd = forward_stats(&tp.cmd("stop"));
@@ -612,7 +470,7 @@ fn round_trip_testpmd_macswap_and_our_echo() {
         false,
         &["--forward-mode=macswap", "--port-topology=loop"],
     );
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.cmd("start");
     tp.cmd("stop");
     tp.cmd("start tx_first 4");
@@ -658,7 +516,7 @@ fn testpmd_txonly_server_to_our_slave_rx() {
             "10",
         ],
     );
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.cmd("start");
     std::thread::sleep(SECOND);
     let fwd = forward_stats(&tp.cmd("stop"));
@@ -696,7 +554,7 @@ fn our_slave_tx_to_testpmd_rxonly_server() {
             "10",
         ],
     );
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.cmd("start");
     std::thread::sleep(SECOND);
     let fwd = forward_stats(&tp.cmd("stop"));
@@ -784,7 +642,7 @@ fn master_socket_in_netns_unreachable_from_host() {
 
     // Control: the same testpmd client inside the netns connects.
     let mut tp = s.testpmd("client", "client", false, &["--forward-mode=rxonly"]);
-    tp.wait_link_up();
+    tp.wait_link_up(0);
     tp.quit();
     let r = ours.report(EXIT);
     assert_eq!(r.disconnected.as_deref(), Some("link down"), "{r:?}");
