@@ -4,7 +4,7 @@
 # path (veth + a routing netns), and memifd's CPU with 100 idle connected
 # interfaces in interrupt and adaptive modes. Prints a markdown table with
 # the ratios. Needs root and dpdk-testpmd (bash e2e/deps.sh).
-#   sudo bash e2e/bench-dataplane.sh [--reps 3] [--samples 3] [--bursts 8] [--idle 100]
+#   sudo bash e2e/bench-dataplane.sh [--reps 10] [--samples 1] [--bursts 8] [--idle 100] [--kernel-reps 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-dataplane: needs root (network namespaces, dpdk-testpmd)" >&2; exit 1; }

@@ -3,7 +3,7 @@
 //!
 //! (a) a loop of 64-byte frames between the two memif ports of one
 //!     `dpdk-testpmd` (io forwarding, started with `tx_first`), through
-//!     memifd (two pods' attachments, one network, polling) against the
+//!     memifd (two pods' attachments, one network, adaptive) against the
 //!     same loop through a second testpmd as the middle box (two memif
 //!     server ports, io forwarding). The figure is the loop testpmd's
 //!     receive rate on both ports: every frame crosses the middle box once
@@ -17,10 +17,14 @@
 //! (c) memifd's CPU with 100 connected, idle interfaces in interrupt, then
 //!     adaptive mode (utime + stime over a window, % of one core).
 //!
-//! Runs are interleaved (a-memifd, a-testpmd, b) `--reps` times; each run
-//! warms up for a second and then samples `--samples` one-second windows;
-//! the table shows the median of the runs' medians. The machines are
-//! shared and noisy: read the ratios.
+//! (a)'s two loops are set up once and measured in alternation, `--reps`
+//! pairs of rounds (ABBA order); a round warms up for half a second and
+//! samples `--samples` one-second windows. The ratio is the median of the
+//! pairs' ratios: on this shared 2-vCPU machine the absolute rate swings
+//! several times over as the host moves the vCPUs (crossing cores costs
+//! what it costs where they land), but both halves of a pair see the same
+//! placement. (b) runs `--kernel-reps` times after (a). Read the ratios.
+//! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
 #[path = "../tests/common/testpmd.rs"]
 mod testpmd;
@@ -45,15 +49,17 @@ struct Args {
     samples: usize,
     bursts: usize,
     idle: usize,
+    kernel_reps: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
         memifd: "target/release/memifd".into(),
-        reps: 3,
-        samples: 3,
+        reps: 10,
+        samples: 1,
         bursts: 8,
         idle: 100,
+        kernel_reps: 3,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -65,6 +71,7 @@ fn args() -> Args {
             "--samples" => a.samples = val.parse().expect("--samples N"),
             "--bursts" => a.bursts = val.parse().expect("--bursts N"),
             "--idle" => a.idle = val.parse().expect("--idle N"),
+            "--kernel-reps" => a.kernel_reps = val.parse().expect("--kernel-reps N"),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -199,9 +206,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Samples `rate()`-style counters: the median over `samples` one-second
-/// windows after a one-second warm-up, in packets per second.
+/// windows after a half-second warm-up, in packets per second.
 fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let mut v = Vec::new();
     let (mut c0, mut t0) = (count(), Instant::now());
     for _ in 0..samples {
@@ -235,16 +242,26 @@ fn loop_testpmd(a: &Args, ns: &str, dir: &Path, tag: &str, s0: &str, s1: &str) -
     t
 }
 
-fn loop_rate(a: &Args, t: &mut Testpmd) -> f64 {
-    // A memif client posts its receive buffers on its first rx burst:
-    // poll once before injecting, or the first frames find no buffers.
-    t.cmd("start");
-    std::thread::sleep(Duration::from_millis(300));
-    t.cmd("stop");
-    t.cmd(&format!("start tx_first {}", a.bursts));
-    let pps = sample(a.samples, || {
-        t.port_stats(0).rx_packets + t.port_stats(1).rx_packets
-    });
+/// Per-port receive counters of the loop testpmd, summed.
+fn loop_count(t: &mut Testpmd) -> u64 {
+    t.port_stats(0).rx_packets + t.port_stats(1).rx_packets
+}
+
+/// One measured round of a loop: (re)starts the loop testpmd (injecting
+/// frames the first time only: what is in flight stays in the rings
+/// between rounds, `--no-flush-rx`), samples, stops it.
+fn round(a: &Args, t: &mut Testpmd, first: bool) -> f64 {
+    if first {
+        // A memif client posts its receive buffers on its first rx burst:
+        // poll once before injecting, or the first frames find no buffers.
+        t.cmd("start");
+        std::thread::sleep(Duration::from_millis(300));
+        t.cmd("stop");
+        t.cmd(&format!("start tx_first {}", a.bursts));
+    } else {
+        t.cmd("start");
+    }
+    let pps = sample(a.samples, || loop_count(t));
     let out = t.cmd("stop");
     if std::env::var_os("DP_BENCH_DEBUG").is_some() {
         eprintln!("{out}");
@@ -252,10 +269,15 @@ fn loop_rate(a: &Args, t: &mut Testpmd) -> f64 {
     pps
 }
 
-/// (a) through memifd.
-fn run_memifd_loop(a: &Args, ns: &str, dir: &Path) -> (f64, String) {
+/// (a): both loops set up once, side by side, and measured in
+/// alternation (ABBA order), so that each pair of rounds sees the same
+/// machine. memifd's two ports are adaptive: busy they poll exactly as
+/// in polling mode, idle (while the other loop runs) they sleep and leave
+/// core 0 to the middle box. Returns (memifd, testpmd) per pair.
+fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(f64, f64)>, String) {
+    let pid = std::process::id();
     let d = Daemon::start(&a.memifd, &dir.join("memifd-loop"), "0");
-    let net = format!("dp-bench-{}", std::process::id());
+    let net = format!("dp-bench-{pid}");
     attach(
         &d,
         ns,
@@ -263,7 +285,7 @@ fn run_memifd_loop(a: &Args, ns: &str, dir: &Path) -> (f64, String) {
         "memif-b0",
         &net,
         "10.199.1.1",
-        RxMode::Polling,
+        RxMode::Adaptive,
     );
     let r1 = attach(
         &d,
@@ -272,18 +294,8 @@ fn run_memifd_loop(a: &Args, ns: &str, dir: &Path) -> (f64, String) {
         "memif-b1",
         &net,
         "10.199.1.2",
-        RxMode::Polling,
+        RxMode::Adaptive,
     );
-    let mut t = loop_testpmd(a, ns, dir, "memifd", "memif-b0", "memif-b1");
-    let pps = loop_rate(a, &mut t);
-    let st = d.client().get(r1.key).expect("get").stats;
-    t.quit();
-    (pps, format!("{:?}", st.drops))
-}
-
-/// (a) through a testpmd middle box.
-fn run_testpmd_loop(a: &Args, ns: &str, dir: &Path) -> f64 {
-    let pid = std::process::id();
     let (s0, s1) = (format!("dp-bench-{pid}-m0"), format!("dp-bench-{pid}-m1"));
     let mut mid = Testpmd::start(TestpmdOpts {
         label: "middle",
@@ -294,13 +306,48 @@ fn run_testpmd_loop(a: &Args, ns: &str, dir: &Path) -> f64 {
         args: vec!["--forward-mode=io".into(), "--burst=32".into()],
         out: dir.join("middle.out"),
     });
-    mid.cmd("start");
-    let mut t = loop_testpmd(a, ns, dir, "testpmd", &s0, &s1);
-    let pps = loop_rate(a, &mut t);
-    mid.cmd("stop");
-    t.quit();
+    let mut via_memifd = loop_testpmd(a, ns, dir, "memifd", "memif-b0", "memif-b1");
+    let mut via_mid = loop_testpmd(a, ns, dir, "testpmd", &s0, &s1);
+    let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
+    let mut pairs = Vec::new();
+    for rep in 0..a.reps {
+        let first = rep == 0;
+        let memifd_round = |t: &mut Testpmd| {
+            if only == "testpmd" {
+                return 0.0;
+            }
+            round(a, t, first)
+        };
+        let testpmd_round = |mid: &mut Testpmd, t: &mut Testpmd| {
+            if only == "memifd" {
+                return 0.0;
+            }
+            mid.cmd("start");
+            let pps = round(a, t, first);
+            mid.cmd("stop");
+            pps
+        };
+        let (m, t) = if rep % 2 == 0 {
+            let m = memifd_round(&mut via_memifd);
+            (m, testpmd_round(&mut mid, &mut via_mid))
+        } else {
+            let t = testpmd_round(&mut mid, &mut via_mid);
+            (memifd_round(&mut via_memifd), t)
+        };
+        eprintln!(
+            "pair {}: memifd {:.2} Mpps, testpmd {:.2} Mpps, ratio {:.2}",
+            rep + 1,
+            m / 1e6,
+            t / 1e6,
+            m / t
+        );
+        pairs.push((m, t));
+    }
+    let drops = format!("{:?}", d.client().get(r1.key).expect("get").stats.drops);
+    via_memifd.quit();
+    via_mid.quit();
     mid.quit();
-    pps
+    (pairs, drops)
 }
 
 fn pin(cpu: usize) {
@@ -475,48 +522,42 @@ fn main() {
     ns.add(&pod_ns);
     let knss = setup_kernel(&mut ns, &pid.to_string());
 
-    let (mut via_memifd, mut via_testpmd, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
-    for rep in 0..a.reps {
-        let (m, drops) = run_memifd_loop(&a, &pod_ns, &dir);
-        let t = run_testpmd_loop(&a, &pod_ns, &dir);
+    let (pairs, drops) = run_loops(&a, &pod_ns, &dir);
+    eprintln!("memifd drops at the receiving port: {drops}");
+    let mut kernel = Vec::new();
+    for rep in 0..a.kernel_reps {
         let k = run_kernel(&a, &knss);
-        eprintln!(
-            "run {}: memifd {:.2} Mpps (drops at the receiving port {drops}), testpmd {:.2} Mpps, kernel {:.3} Mpps, ratios {:.2} {:.1}",
-            rep + 1,
-            m / 1e6,
-            t / 1e6,
-            k / 1e6,
-            m / t,
-            m / k
-        );
-        via_memifd.push(m);
-        via_testpmd.push(t);
+        eprintln!("kernel run {}: {:.3} Mpps", rep + 1, k / 1e6);
         kernel.push(k);
     }
     let cpu_int = run_idle(&a, &pod_ns, &dir, RxMode::Interrupt);
     let cpu_ad = run_idle(&a, &pod_ns, &dir, RxMode::Adaptive);
-    // Ratios are taken run by run (each pair measured back to back), then
-    // the median: the machine's load drifts between runs.
-    let r_t = median(
-        via_memifd
-            .iter()
-            .zip(&via_testpmd)
-            .map(|(m, t)| m / t)
-            .collect(),
-    );
-    let r_k = median(via_memifd.iter().zip(&kernel).map(|(m, k)| m / k).collect());
-    let (m, t, k) = (median(via_memifd), median(via_testpmd), median(kernel));
+    // The (a) ratio is taken pair by pair (each pair measured back to
+    // back), then the median: the machine's speed drifts between pairs
+    // (2 shared vCPUs; where the host places them changes the cost of a
+    // cache line crossing cores several times over).
+    let ratios: Vec<f64> = pairs.iter().map(|(m, t)| m / t).collect();
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+    let r_t = median(ratios);
+    let m = median(pairs.iter().map(|p| p.0).collect());
+    let t = median(pairs.iter().map(|p| p.1).collect());
+    let k = median(kernel);
+    let r_k = m / k;
     println!(
-        "dataplane benchmark: 64-byte frames, 2 cores, median of {} interleaved runs",
-        a.reps
+        "dataplane benchmark: 64-byte frames, 2 cores; (a) median of {} alternated pairs, (b) of {} runs",
+        a.reps, a.kernel_reps
     );
     println!("| measure | value | ratio | target |");
     println!("|---|---:|---:|---:|");
     println!("| (a) io loop through memifd (Mpps) | {:.2} | | |", m / 1e6);
     println!(
-        "| (a) io loop through a testpmd middle box (Mpps) | {:.2} | memifd / testpmd = {:.2} | >= 1.0 |",
+        "| (a) io loop through a testpmd middle box (Mpps) | {:.2} | memifd / testpmd = {:.2} (pairs {:.2}..{:.2}) | >= 1.0 |",
         t / 1e6,
-        r_t
+        r_t,
+        lo,
+        hi
     );
     println!(
         "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | memifd / kernel = {:.1} | >= 10 |",
