@@ -576,6 +576,61 @@ fn pods_reach_each_other_across_modes_with_their_macs() {
     expect_nothing(&mut sc, "nothing else reaches C");
 }
 
+/// Forwarding writes a short frame's first 64 bytes as one block: the
+/// bytes past its end must be zeros, never what the sender's buffer held
+/// from an earlier frame (to another pod).
+#[test]
+fn short_frames_carry_nothing_past_their_end() {
+    preflight_dataplane(false);
+    let dir = TempDir::new("dp-short");
+    let m = Memifd::start(&dir.path);
+    let net = network("short");
+    let t = 9;
+    let pod = |tag, host| {
+        Pod::attach(
+            &m,
+            PodSpec {
+                tag,
+                network: &net,
+                mode: Mode::Ethernet,
+                ips: vec![v4(t, host).into()],
+                mac: None,
+                rx: RxMode::Polling,
+            },
+        )
+    };
+    let (a, b, c) = (pod("short-a", 2), pod("short-b", 3), pod("short-c", 4));
+    let mut sa = a.slave(&m, 2048);
+    let mut sb = b.slave(&m, 2048);
+    let mut sc = c.slave(&m, 2048);
+    let (a4, b4, c4) = (v4(t, 2).into(), v4(t, 3).into(), v4(t, 4).into());
+    let (to_a, from_a) = (mac("02:00:00:00:00:01"), mac("02:00:00:00:aa:0a"));
+    // One lap of A's tx ring (64 slots) of long frames to C: every buffer
+    // of A now holds bytes for C past byte 64.
+    for i in 0..64 {
+        let ip = udp(a4, c4, 64, &payload(i, 500));
+        send(&mut sa, &eth(to_a, from_a, &ip));
+        assert_eq!(&expect_frame(&mut sc, "A to C")[14..], &ip[..]);
+    }
+    // A short frame to B reuses A's first buffer.
+    let ip = udp(a4, b4, 64, b"short");
+    let frame = eth(to_a, from_a, &ip);
+    assert!(frame.len() < 64);
+    send(&mut sa, &frame);
+    let got = expect_frame(&mut sb, "A to B");
+    assert_eq!(got.len(), frame.len());
+    assert_eq!(&got[14..], &ip[..]);
+    // B's first buffer, as memifd wrote it (B reposted it since, with
+    // its full length; the bytes stay): past the frame, zeros.
+    let d = sb.rx[0].ring().desc(0);
+    let mut past = vec![0xffu8; 64 - frame.len()];
+    assert!(sb.region.read(d.offset as usize + frame.len(), &mut past));
+    assert!(
+        past.iter().all(|&x| x == 0),
+        "bytes past the frame's end: {past:02x?}"
+    );
+}
+
 #[test]
 fn mtu_sized_and_chained_frames_arrive_whole() {
     preflight_dataplane(false);

@@ -79,6 +79,10 @@ struct Conn {
     idle_polls: u32,
     /// Interrupts unmasked and the eventfds armed: waiting to be woken.
     sleeping: bool,
+    /// Where the last burst from this port went first (port slot, tx
+    /// queue): the next one most likely goes there too, and its buffers
+    /// are prefetched for writing before it is forwarded.
+    next_hop: Option<(usize, usize)>,
 }
 
 struct Port {
@@ -89,10 +93,31 @@ struct Port {
     mac: [u8; 6],
     /// The pod's MAC, learned from the source of its frames.
     peer_mac: Option<[u8; 6]>,
+    /// The first 12 bytes of frames to the pod (its MAC or broadcast,
+    /// then ours) as the low bytes of a little-endian lane.
+    eth_addrs: u128,
     counters: Arc<IfCounters>,
     local: Local,
     dirty: bool,
     conn: Option<Conn>,
+}
+
+/// The bytes of a frame's first lane that [`Port::eth_addrs`] replaces.
+const ETH_ADDRS_MASK: u128 = (1 << 96) - 1;
+
+impl Port {
+    fn set_peer_mac(&mut self, m: Option<[u8; 6]>) {
+        self.peer_mac = m;
+        self.eth_addrs = eth_addrs(m.unwrap_or(pkt::BROADCAST), self.mac);
+    }
+}
+
+/// Destination then source MAC as the low 12 bytes of a little-endian lane.
+fn eth_addrs(dst: [u8; 6], src: [u8; 6]) -> u128 {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&dst);
+    b[6..12].copy_from_slice(&src);
+    u128::from_le_bytes(b)
 }
 
 struct Uplink {
@@ -338,6 +363,11 @@ impl Plane {
         }
     }
 
+    #[inline]
+    fn next_hop(&self, slot: usize) -> Option<(usize, usize)> {
+        self.ports[slot].as_ref()?.conn.as_ref()?.next_hop
+    }
+
     /// Publishes every destination ring that got frames this turn.
     fn flush(&mut self) {
         for (slot, q) in self.dirty_tx.drain(..) {
@@ -428,6 +458,13 @@ impl Plane {
             return;
         };
         if let Some(to) = netw.lookup(dst) {
+            if fast && descs.len() == 1 {
+                if let Some(r) = regions.get(d0.region as usize) {
+                    if self.forward_fast(mode, to, q, len, r, d0.offset as usize) {
+                        return;
+                    }
+                }
+            }
             let out = Out {
                 body: Body::Ring { regions, descs },
                 skip: ip_off,
@@ -465,6 +502,100 @@ impl Plane {
         }
     }
 
+    /// The common case, in fewer steps: a one-buffer frame between two
+    /// ports of the same mode, whose first [`FAST_PEEK`] bytes (`head`)
+    /// were read already. Ethernet frames only change their addresses
+    /// (pod MAC, memif MAC; the ethertype stays), IP packets nothing, so
+    /// the first bytes are written as one fixed-size block and the rest
+    /// (if any) copied region to region. False, having done nothing, when
+    /// this is not that case (the caller takes the general path).
+    #[inline]
+    fn forward_fast(
+        &mut self,
+        mode: Mode,
+        dst: usize,
+        q: usize,
+        len: usize,
+        src: &Region,
+        src_off: usize,
+    ) -> bool {
+        let Some(p) = self.ports[dst].as_mut() else {
+            return false;
+        };
+        if p.mode != mode {
+            return false;
+        }
+        let Some(c) = p.conn.as_mut() else {
+            return false;
+        };
+        let n = c.a.conn.tx.len();
+        if n == 0 {
+            return false;
+        }
+        // The first 64 bytes, edited in registers: staging them in memory
+        // with narrow stores and reading them back wide would stall on the
+        // store buffer, which is full of stores to the peer's lines.
+        let Some(mut lanes) = src.read_lanes(src_off) else {
+            return false;
+        };
+        if len < FAST_PEEK {
+            // The source buffer's bytes past the frame are another frame's
+            // (another pod's, maybe): never carry them over.
+            for (i, l) in lanes.iter_mut().enumerate() {
+                let keep = len.saturating_sub(16 * i).min(16);
+                *l &= if keep == 16 {
+                    !0
+                } else {
+                    (1u128 << (8 * keep)) - 1
+                };
+            }
+        }
+        if mode == Mode::Ethernet {
+            lanes[0] = (lanes[0] & !ETH_ADDRS_MASK) | p.eth_addrs;
+        }
+        let qi = if q < n { q } else { q % n };
+        let txq = &mut c.a.conn.tx[qi];
+        let was_pending = txq.has_pending();
+        let pushed = txq.push_one(len, |r, off, room| {
+            if room >= FAST_PEEK {
+                r.write_lanes(off, &lanes);
+            } else {
+                let mut b = [0u8; FAST_PEEK];
+                for (i, l) in lanes.iter().enumerate() {
+                    b[16 * i..16 * i + 16].copy_from_slice(&l.to_le_bytes());
+                }
+                r.write(off, &b[..len]);
+            }
+            if len > FAST_PEEK {
+                r.copy_from_region(off + FAST_PEEK, src, src_off + FAST_PEEK, len - FAST_PEEK);
+            }
+        });
+        match pushed {
+            Ok(None) => return false,
+            Ok(Some(Pushed::Queued)) => {
+                if !was_pending {
+                    self.dirty_tx.push((dst, qi));
+                }
+            }
+            Ok(Some(Pushed::RingFull)) => {
+                p.local.drop(DropReason::TxRingFull);
+                p.dirty = true;
+            }
+            Ok(Some(Pushed::Unsendable)) => {
+                p.local.drop(DropReason::TooLong);
+                p.dirty = true;
+            }
+            Err(e) => {
+                p.local.drop(DropReason::TxDown);
+                p.dirty = true;
+                c.a.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.leaving
+                    .push((dst, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
+            }
+        }
+        true
+    }
+
     /// Learns the pod's MAC from the source of its frame.
     #[inline]
     fn learn(&mut self, src: usize, smac: &[u8]) {
@@ -473,7 +604,7 @@ impl Plane {
             let mut m = [0u8; 6];
             m.copy_from_slice(smac);
             tracing::debug!(key = p.key, mac = ?m, "learned the pod's MAC");
-            p.peer_mac = Some(m);
+            p.set_peer_mac(Some(m));
         }
     }
 
@@ -831,6 +962,7 @@ impl Worker {
             ips: cfg.ips.iter().map(|ip| pkt::key_of(*ip)).collect(),
             mac: cfg.mac,
             peer_mac: None,
+            eth_addrs: eth_addrs(pkt::BROADCAST, cfg.mac),
             counters: cfg.counters,
             local: Local::default(),
             dirty: false,
@@ -909,11 +1041,12 @@ impl Worker {
         }
         tracing::debug!(worker = self.n, key = a.key, rx_mode = %a.rx_mode, "interface joins the worker");
         let p = self.plane.port(slot);
-        p.peer_mac = None;
+        p.set_peer_mac(None);
         p.conn = Some(Conn {
             a,
             idle_polls: 0,
             sleeping: false,
+            next_hop: None,
         });
     }
 
@@ -1015,6 +1148,15 @@ impl Worker {
                 continue;
             }
             got += n;
+            if let Some((to, tq)) = self.plane.next_hop(slot) {
+                if let Some(t) = self.plane.ports[to]
+                    .as_ref()
+                    .and_then(|p| p.conn.as_ref())
+                    .and_then(|c| c.a.conn.tx.get(tq))
+                {
+                    t.prefetch_burst(n);
+                }
+            }
             let regions: &[Arc<Region>] = q.regions();
             let mut bytes = 0u64;
             // Start fetching every frame's first bytes (written by the
@@ -1032,10 +1174,14 @@ impl Worker {
                     .forward(&mut refs, slot, qi, regions, d, f.len as usize);
             }
             q.release();
+            let hop = self.plane.dirty_tx.first().copied();
             let p = self.plane.port(slot);
             p.local.rx_packets += n as u64;
             p.local.rx_bytes += bytes;
             p.dirty = true;
+            if let Some(c) = p.conn.as_mut() {
+                c.next_hop = hop;
+            }
             self.plane.flush();
         }
         let p = self.plane.port(slot);

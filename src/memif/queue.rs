@@ -584,18 +584,7 @@ impl MasterTx {
         let mut used: u16 = 0;
         while off < len {
             if used == self.known_free {
-                // Refresh from the slave's head: buffers posted past ours.
-                let head = c.ring.head();
-                let ahead = head.wrapping_sub(c.ours);
-                let queued = self.pending.wrapping_sub(c.ours);
-                if ahead > c.ring.size() || ahead < queued {
-                    return Err(c.fail(RingError::IndexOutOfRange {
-                        head,
-                        tail: c.ours,
-                        size: c.ring.size(),
-                    }));
-                }
-                self.known_free = ahead - queued;
+                self.known_free = Self::posted_free(c, self.pending)?;
                 if used == self.known_free {
                     return Ok(if used == c.ring.size() {
                         Pushed::Unsendable
@@ -620,19 +609,110 @@ impl MasterTx {
             cur = cur.wrapping_add(1);
             used += 1;
         }
-        // The slave rewrites posted descriptors when it refills: fetch the
-        // line of them ahead, to write; and start owning the buffer a few
-        // frames ahead (a stale descriptor only misdirects a hint).
-        c.ring.prefetch_desc_write(cur.wrapping_add(8));
-        let ahead = c.ring.desc(cur.wrapping_add(4));
-        if let Some(r) = c.regions.get(ahead.region as usize) {
-            r.prefetch_write(ahead.offset as usize);
-        }
         self.pending = cur;
         self.known_free -= used;
         self.pending_frames += 1;
         self.pending_bytes += len as u64;
         Ok(Pushed::Queued)
+    }
+
+    /// [`MasterTx::push`] for a frame that fits the next posted buffer:
+    /// `fill(region, offset, room)` writes the whole frame into `region`
+    /// at `offset`, where `room >= len` bytes are ours (it may write past
+    /// `len` up to `room`: bytes the slave ignores). `Ok(None)`, writing
+    /// nothing, when the next posted buffer is shorter than `len` (use
+    /// [`MasterTx::push`], which chains). Forwarding's fast path.
+    #[inline]
+    pub fn push_one<F>(&mut self, len: usize, fill: F) -> Result<Option<Pushed>, RingError>
+    where
+        F: FnOnce(&Region, usize, usize),
+    {
+        let c = &mut self.core;
+        if len == 0 || len > c.max_frame {
+            return Ok(Some(Pushed::Unsendable));
+        }
+        if self.known_free == 0 {
+            self.known_free = Self::posted_free(c, self.pending)?;
+            if self.known_free == 0 {
+                return Ok(Some(Pushed::RingFull));
+            }
+        }
+        let cur = self.pending;
+        let mut d = c.ring.desc(cur);
+        let region = match c.region_for(cur, &d) {
+            Ok(r) => r,
+            Err(e) => return Err(c.fail(e)),
+        };
+        let room = d.length as usize;
+        if room < len {
+            return Ok(None);
+        }
+        fill(region, d.offset as usize, room);
+        d.length = len as u32;
+        d.flags = 0;
+        c.ring.set_desc(cur, d);
+        self.pending = cur.wrapping_add(1);
+        self.known_free -= 1;
+        self.pending_frames += 1;
+        self.pending_bytes += len as u64;
+        Ok(Some(Pushed::Queued))
+    }
+
+    /// Buffers the slave has posted past `pending` (re-read from its
+    /// head, checked against the ring).
+    #[inline]
+    fn posted_free(c: &QueueCore, pending: u16) -> Result<u16, RingError> {
+        let head = c.ring.head();
+        let ahead = head.wrapping_sub(c.ours);
+        let queued = pending.wrapping_sub(c.ours);
+        if ahead > c.ring.size() || ahead < queued {
+            return Err(c.fail(RingError::IndexOutOfRange {
+                head,
+                tail: c.ours,
+                size: c.ring.size(),
+            }));
+        }
+        Ok(ahead - queued)
+    }
+
+    /// Starts owning what the next `n` frames will be written into, before
+    /// any of them is: the posted descriptors (the slave rewrote them when
+    /// it refilled) and their buffers (the slave's core read them last).
+    /// Stores into lines another core holds wait in the store buffer, in
+    /// order, each for its line; prefetched for writing a burst ahead,
+    /// those waits overlap instead of adding up. Reads the slave's head
+    /// only if no posted buffer is known.
+    #[inline]
+    pub fn prefetch_burst(&self, n: usize) {
+        let c = &self.core;
+        let mut free = self.known_free;
+        if free == 0 {
+            // As `posted_free`, but a hint: a bad head is for `push` to
+            // report.
+            let ahead = c.ring.head().wrapping_sub(c.ours);
+            let queued = self.pending.wrapping_sub(c.ours);
+            if ahead > c.ring.size() || ahead < queued {
+                return;
+            }
+            free = ahead - queued;
+        }
+        let k = n.min(free as usize) as u16;
+        if k == 0 {
+            return;
+        }
+        // Four descriptors a line; the last one may start a line of its own.
+        let mut i = 0u16;
+        while i < k {
+            c.ring.prefetch_desc_write(self.pending.wrapping_add(i));
+            i += 4;
+        }
+        c.ring.prefetch_desc_write(self.pending.wrapping_add(k - 1));
+        for i in 0..k {
+            let d = c.ring.desc(self.pending.wrapping_add(i));
+            if let Some(r) = c.regions.get(d.region as usize) {
+                r.prefetch_write(d.offset as usize);
+            }
+        }
     }
 
     /// Whether pushed frames wait for [`MasterTx::flush`].
