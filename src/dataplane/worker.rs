@@ -27,7 +27,7 @@ use super::{
     ADAPTIVE_IDLE_POLLS, BURST,
 };
 use crate::api::RxMode;
-use crate::memif::queue::{Pushed, RxFrame};
+use crate::memif::queue::{Pushed, RingError, RxFrame};
 use crate::memif::shm::{Desc, Region, MAX_LOG2_RING_SIZE};
 use crate::memif::wire::Mode;
 
@@ -106,6 +106,40 @@ struct Port {
 const ETH_ADDRS_MASK: u128 = (1 << 96) - 1;
 
 impl Port {
+    /// Books what a push into this port's tx queue did: a queue that got
+    /// its first frame this turn is marked for the flush (`to` is (this
+    /// port's slot, the queue)); a drop is counted; a broken ring sends
+    /// the port away.
+    #[inline]
+    fn book(
+        &mut self,
+        r: Result<Pushed, RingError>,
+        to: (usize, usize),
+        was_pending: bool,
+        dirty_tx: &mut Vec<(usize, usize)>,
+        leaving: &mut Vec<(usize, Leave)>,
+    ) {
+        let why = match r {
+            Ok(Pushed::Queued) => {
+                if !was_pending {
+                    dirty_tx.push(to);
+                }
+                return;
+            }
+            Ok(Pushed::RingFull) => DropReason::TxRingFull,
+            Ok(Pushed::Unsendable) => DropReason::TooLong,
+            Err(e) => {
+                if let Some(c) = self.conn.as_ref() {
+                    c.a.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                leaving.push((to.0, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
+                DropReason::TxDown
+            }
+        };
+        self.local.drop(why);
+        self.dirty = true;
+    }
+
     fn set_peer_mac(&mut self, m: Option<[u8; 6]>) {
         self.peer_mac = m;
         self.eth_addrs = eth_addrs(m.unwrap_or(pkt::BROADCAST), self.mac);
@@ -316,30 +350,16 @@ impl Plane {
         let qi = if q < n { q } else { q % n };
         let txq = &mut c.a.conn.tx[qi];
         let was_pending = txq.has_pending();
-        match txq.push(out.len(head.len()), |r, off, at, k| {
+        let r = txq.push(out.len(head.len()), |r, off, at, k| {
             out.fill(head, r, off, at, k)
-        }) {
-            Ok(Pushed::Queued) => {
-                if !was_pending {
-                    self.dirty_tx.push((dst, qi));
-                }
-            }
-            Ok(Pushed::RingFull) => {
-                p.local.drop(DropReason::TxRingFull);
-                p.dirty = true;
-            }
-            Ok(Pushed::Unsendable) => {
-                p.local.drop(DropReason::TooLong);
-                p.dirty = true;
-            }
-            Err(e) => {
-                p.local.drop(DropReason::TxDown);
-                p.dirty = true;
-                c.a.counters.errors.fetch_add(1, Ordering::Relaxed);
-                self.leaving
-                    .push((dst, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
-            }
-        }
+        });
+        p.book(
+            r,
+            (dst, qi),
+            was_pending,
+            &mut self.dirty_tx,
+            &mut self.leaving,
+        );
     }
 
     /// Delivers an IP packet (the body from `out.skip`) to port `dst`,
@@ -570,29 +590,18 @@ impl Plane {
                 r.copy_from_region(off + FAST_PEEK, src, src_off + FAST_PEEK, len - FAST_PEEK);
             }
         });
-        match pushed {
+        let r = match pushed {
             Ok(None) => return false,
-            Ok(Some(Pushed::Queued)) => {
-                if !was_pending {
-                    self.dirty_tx.push((dst, qi));
-                }
-            }
-            Ok(Some(Pushed::RingFull)) => {
-                p.local.drop(DropReason::TxRingFull);
-                p.dirty = true;
-            }
-            Ok(Some(Pushed::Unsendable)) => {
-                p.local.drop(DropReason::TooLong);
-                p.dirty = true;
-            }
-            Err(e) => {
-                p.local.drop(DropReason::TxDown);
-                p.dirty = true;
-                c.a.counters.errors.fetch_add(1, Ordering::Relaxed);
-                self.leaving
-                    .push((dst, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
-            }
-        }
+            Ok(Some(x)) => Ok(x),
+            Err(e) => Err(e),
+        };
+        p.book(
+            r,
+            (dst, qi),
+            was_pending,
+            &mut self.dirty_tx,
+            &mut self.leaving,
+        );
         true
     }
 
