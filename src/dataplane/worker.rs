@@ -522,13 +522,14 @@ impl Plane {
         }
     }
 
-    /// The common case, in fewer steps: a one-buffer frame between two
-    /// ports of the same mode, whose first [`FAST_PEEK`] bytes (`head`)
-    /// were read already. Ethernet frames only change their addresses
-    /// (pod MAC, memif MAC; the ethertype stays), IP packets nothing, so
-    /// the first bytes are written as one fixed-size block and the rest
-    /// (if any) copied region to region. False, having done nothing, when
-    /// this is not that case (the caller takes the general path).
+    /// The common case, in fewer steps: a one-buffer frame (at `src_off`
+    /// in `src`, already routed to port `dst`) between two ports of the
+    /// same mode. Ethernet frames only change their addresses (pod MAC,
+    /// memif MAC; the ethertype stays), IP packets nothing, so the first
+    /// [`FAST_PEEK`] bytes are written as one block edited in registers
+    /// and the rest (if any) copied region to region. False, having done
+    /// nothing, when this is not that case (the caller takes the general
+    /// path).
     #[inline]
     fn forward_fast(
         &mut self,

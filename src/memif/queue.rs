@@ -658,21 +658,28 @@ impl MasterTx {
         Ok(Some(Pushed::Queued))
     }
 
-    /// Buffers the slave has posted past `pending` (re-read from its
-    /// head, checked against the ring).
+    /// The slave's head, and the buffers it has posted past `pending`
+    /// (None when that head is out of the ring's range).
     #[inline]
-    fn posted_free(c: &QueueCore, pending: u16) -> Result<u16, RingError> {
+    fn posted(c: &QueueCore, pending: u16) -> (u16, Option<u16>) {
         let head = c.ring.head();
         let ahead = head.wrapping_sub(c.ours);
         let queued = pending.wrapping_sub(c.ours);
-        if ahead > c.ring.size() || ahead < queued {
-            return Err(c.fail(RingError::IndexOutOfRange {
+        let ok = ahead <= c.ring.size() && ahead >= queued;
+        (head, ok.then(|| ahead - queued))
+    }
+
+    /// [`MasterTx::posted`], a bad head reported (and counted).
+    #[inline]
+    fn posted_free(c: &QueueCore, pending: u16) -> Result<u16, RingError> {
+        match Self::posted(c, pending) {
+            (_, Some(free)) => Ok(free),
+            (head, None) => Err(c.fail(RingError::IndexOutOfRange {
                 head,
                 tail: c.ours,
                 size: c.ring.size(),
-            }));
+            })),
         }
-        Ok(ahead - queued)
     }
 
     /// Starts owning what the next `n` frames will be written into, before
@@ -687,14 +694,11 @@ impl MasterTx {
         let c = &self.core;
         let mut free = self.known_free;
         if free == 0 {
-            // As `posted_free`, but a hint: a bad head is for `push` to
-            // report.
-            let ahead = c.ring.head().wrapping_sub(c.ours);
-            let queued = self.pending.wrapping_sub(c.ours);
-            if ahead > c.ring.size() || ahead < queued {
+            // A hint: a bad head is for `push` to report.
+            let Some(f) = Self::posted(c, self.pending).1 else {
                 return;
-            }
-            free = ahead - queued;
+            };
+            free = f;
         }
         let k = n.min(free as usize) as u16;
         if k == 0 {
