@@ -47,7 +47,7 @@
 //! case (a one-buffer frame between two ports of the same mode) takes a
 //! fast path: the first 64 bytes are edited in registers (new MACs; bytes
 //! past a short frame's end zeroed, never carried over from the sender's
-//! buffer) and stored as four 16-byte blocks, the rest copied region to
+//! buffer) and written straight from registers, the rest copied region to
 //! region. Before a burst is forwarded, the buffers it will most likely
 //! fill (where the previous burst from that ring went) are prefetched for
 //! writing.
