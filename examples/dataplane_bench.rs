@@ -20,11 +20,18 @@
 //! (a)'s two loops are set up once and measured in alternation, `--reps`
 //! pairs of rounds (ABBA order); a round warms up for half a second and
 //! samples `--samples` one-second windows. On this shared 2-vCPU machine
-//! the absolute rate jumps between two bands (~5.5 and ~25 Mpps for the
-//! testpmd loop) as the host moves the vCPUs: what crossing cores costs
-//! depends on where they land. Each loop's rates are split into the two
-//! bands; pairs whose halves fell in the same band give the ratio for that
-//! band (median), the others are counted and left out. (b) runs `--kernel-reps` times after (a). Read the ratios.
+//! the absolute rates jump (the testpmd loop between ~6 and ~25 Mpps) as
+//! the host moves the vCPUs: what crossing cores costs depends on where
+//! they land. So each round is bracketed by a placement probe (the round
+//! trip of a cache line bounced between a thread on core 0 and one on
+//! core 1: ~60 ns or ~190 ns here). Rounds whose two probes disagree
+//! (the vCPUs moved) are left out, the steady ones are grouped by probe
+//! (one band, or two split at the widest gap), and a pair counts for a
+//! band when both its rounds fell in it. Each band with at least three
+//! pairs gives a ratio (the median of its pairs'); the verdict is the
+//! worse of them, "inconclusive" if no band has three. (b) runs
+//! `--kernel-reps` times after (a); its ratio uses memifd's rate in its
+//! slower band.
 //! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
 #[path = "../tests/common/testpmd.rs"]
@@ -33,7 +40,7 @@ mod testpmd;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -251,7 +258,8 @@ fn loop_count(t: &mut Testpmd) -> u64 {
 /// One measured round of a loop: (re)starts the loop testpmd (injecting
 /// frames the first time only: what is in flight stays in the rings
 /// between rounds, `--no-flush-rx`), samples, stops it.
-fn round(a: &Args, t: &mut Testpmd, first: bool) -> f64 {
+fn round(a: &Args, t: &mut Testpmd, first: bool) -> Round {
+    let before = probe();
     if first {
         // A memif client posts its receive buffers on its first rx burst:
         // poll once before injecting, or the first frames find no buffers.
@@ -267,15 +275,34 @@ fn round(a: &Args, t: &mut Testpmd, first: bool) -> f64 {
     if std::env::var_os("DP_BENCH_DEBUG").is_some() {
         eprintln!("{out}");
     }
-    pps
+    let after = probe();
+    Round {
+        pps,
+        place: (before + after) / 2.0,
+        steady: before.max(after) < STEADY * before.min(after),
+    }
 }
+
+/// One measured round of a loop, with the placement probed around it.
+#[derive(Clone, Copy, Default)]
+struct Round {
+    pps: f64,
+    /// [`probe`]'s round trip (ns), the mean of before and after.
+    place: f64,
+    /// The probes before and after agree (within [`STEADY`]): the vCPUs
+    /// did not move (much) during the round.
+    steady: bool,
+}
+
+/// Probes closer than this factor saw the same placement.
+const STEADY: f64 = 1.3;
 
 /// (a): both loops set up once, side by side, and measured in
 /// alternation (ABBA order), so that each pair of rounds sees the same
 /// machine. memifd's two ports are adaptive: busy they poll exactly as
 /// in polling mode, idle (while the other loop runs) they sleep and leave
 /// core 0 to the middle box. Returns (memifd, testpmd) per pair.
-fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(f64, f64)>, String) {
+fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(Round, Round)>, String) {
     let pid = std::process::id();
     let d = Daemon::start(&a.memifd, &dir.join("memifd-loop"), "0");
     let net = format!("dp-bench-{pid}");
@@ -315,18 +342,18 @@ fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(f64, f64)>, String) {
         let first = rep == 0;
         let memifd_round = |t: &mut Testpmd| {
             if only == "testpmd" {
-                return 0.0;
+                return Round::default();
             }
             round(a, t, first)
         };
         let testpmd_round = |mid: &mut Testpmd, t: &mut Testpmd| {
             if only == "memifd" {
-                return 0.0;
+                return Round::default();
             }
             mid.cmd("start");
-            let pps = round(a, t, first);
+            let r = round(a, t, first);
             mid.cmd("stop");
-            pps
+            r
         };
         let (m, t) = if rep % 2 == 0 {
             let m = memifd_round(&mut via_memifd);
@@ -336,11 +363,15 @@ fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(f64, f64)>, String) {
             (memifd_round(&mut via_memifd), t)
         };
         eprintln!(
-            "pair {}: memifd {:.2} Mpps, testpmd {:.2} Mpps, ratio {:.2}",
+            "pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
             rep + 1,
-            m / 1e6,
-            t / 1e6,
-            m / t
+            m.pps / 1e6,
+            m.place,
+            if m.steady { "" } else { ", moved" },
+            t.pps / 1e6,
+            t.place,
+            if t.steady { "" } else { ", moved" },
+            m.pps / t.pps
         );
         pairs.push((m, t));
     }
@@ -349,6 +380,44 @@ fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(f64, f64)>, String) {
     via_mid.quit();
     mid.quit();
     (pairs, drops)
+}
+
+/// Where the host has placed the two vCPUs right now: the round trip (ns)
+/// of a cache line bounced between a thread on core 0 and one on core 1
+/// (median of three runs of 5000). What crossing cores costs is what
+/// moves both loops' rates between bands.
+fn probe() -> f64 {
+    const N: u64 = 5000;
+    let one = || {
+        let line = Arc::new(AtomicU64::new(0));
+        let l = line.clone();
+        let echo = std::thread::spawn(move || {
+            pin(1);
+            for i in 0..N {
+                while l.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                l.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        let ping = std::thread::spawn(move || {
+            pin(0);
+            // Both threads on their cores before the clock starts.
+            std::thread::sleep(Duration::from_millis(1));
+            let t0 = Instant::now();
+            for i in 0..N {
+                line.store(2 * i + 1, Ordering::Release);
+                while line.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            t0.elapsed().as_nanos() as f64 / N as f64
+        });
+        let rt = ping.join().expect("probe");
+        echo.join().expect("probe");
+        rt
+    };
+    median(vec![one(), one(), one()])
 }
 
 fn pin(cpu: usize) {
@@ -537,40 +606,47 @@ fn main() {
     // back), then the median: the machine's speed drifts between pairs
     // (2 shared vCPUs; where the host places them changes the cost of a
     // cache line crossing cores several times over).
-    // Each loop's rates fall in one of two bands (the vCPUs' placement);
-    // a pair whose halves fell in different bands compares nothing and is
-    // left out, the others give one ratio per band.
-    let fast = |v: Vec<f64>| -> Vec<bool> {
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
-        let mid = (lo + hi) / 2.0;
-        v.iter().map(|r| hi > 1.5 * lo && *r > mid).collect()
-    };
-    let mf = fast(pairs.iter().map(|p| p.0).collect());
-    let tf = fast(pairs.iter().map(|p| p.1).collect());
-    let band = |want: bool| -> Vec<f64> {
+    // Each round's placement is probed before and after (`probe`): the
+    // steady rounds' probes fall in one band or two (split at the widest
+    // gap, when it is wider than 1.5x). A pair counts for a band when
+    // both its rounds were steady and in that band; the others compare
+    // two different machines and are left out.
+    let mut places: Vec<f64> = pairs
+        .iter()
+        .flat_map(|(m, t)| [m, t])
+        .filter(|r| r.steady)
+        .map(|r| r.place)
+        .collect();
+    places.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let split = places
+        .windows(2)
+        .map(|w| (w[1] / w[0], (w[0] + w[1]) / 2.0))
+        .fold(
+            (1.0, f64::MAX),
+            |best, g| if g.0 > best.0 { g } else { best },
+        );
+    let cut = if split.0 > 1.5 { split.1 } else { f64::MAX };
+    let band_of = |r: &Round| usize::from(r.place > cut);
+    let in_band = |b: usize| -> Vec<(f64, f64)> {
         pairs
             .iter()
-            .zip(mf.iter().zip(&tf))
-            .filter(|(_, (m, t))| **m == want && **t == want)
-            .map(|((m, t), _)| m / t)
+            .filter(|(m, t)| m.steady && t.steady && band_of(m) == b && band_of(t) == b)
+            .map(|(m, t)| (m.pps, t.pps))
             .collect()
     };
-    let (fast_r, slow_r) = (band(true), band(false));
-    let mixed = pairs.len() - fast_r.len() - slow_r.len();
-    let m = median(pairs.iter().map(|p| p.0).collect());
-    let t = median(pairs.iter().map(|p| p.1).collect());
+    let bands = [in_band(0), in_band(1)];
+    let left_out = pairs.len() - bands[0].len() - bands[1].len();
+    let m = median(pairs.iter().map(|p| p.0.pps).collect());
+    let t = median(pairs.iter().map(|p| p.1.pps).collect());
     let k = median(kernel);
-    // (b) conservatively: memifd's rate in the slower band (when there
-    // are two), whichever band the kernel runs saw.
-    let slow_m: Vec<f64> = pairs
+    // (b) conservatively: memifd's rate in its slower band, whichever
+    // band the kernel runs saw.
+    let slow_m = bands
         .iter()
-        .zip(&mf)
-        .filter(|(_, f)| !**f)
-        .map(|(p, _)| p.0)
-        .collect();
-    let r_k = if slow_m.is_empty() { m } else { median(slow_m) } / k;
+        .filter(|b| !b.is_empty())
+        .map(|b| median(b.iter().map(|p| p.0).collect()))
+        .fold(f64::MAX, f64::min);
+    let r_k = if slow_m < f64::MAX { slow_m } else { m } / k;
     println!(
         "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (b) median of {} runs",
         a.reps, a.kernel_reps
@@ -585,27 +661,53 @@ fn main() {
         "| (a) io loop through a testpmd middle box (Mpps, median) | {:.2} | | |",
         t / 1e6
     );
+    // A band needs this many pairs to count for the verdict.
+    const MIN_PAIRS: usize = 3;
     let mut worst = f64::MAX;
-    for (name, r) in [("fast", fast_r), ("slow", slow_r)] {
-        if r.is_empty() {
+    for (i, b) in bands.iter().enumerate() {
+        if b.is_empty() {
             continue;
         }
-        let n = r.len();
-        let x = median(r);
-        worst = worst.min(x);
+        let probe_ns = median(
+            pairs
+                .iter()
+                .flat_map(|(m, t)| [m, t])
+                .filter(|r| r.steady && band_of(r) == i)
+                .map(|r| r.place)
+                .collect(),
+        );
+        let x = median(b.iter().map(|(m, t)| m / t).collect());
+        let n = b.len();
+        let note = if n >= MIN_PAIRS {
+            worst = worst.min(x);
+            ""
+        } else {
+            " (too few pairs to count)"
+        };
         println!(
-            "| (a) memifd / testpmd, pairs at the {name} placement | {n} pairs | {x:.2} | >= 1.0 |"
+            "| (a) memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} | >= 1.0 |"
         );
     }
-    if mixed > 0 {
-        println!("| (a) pairs whose halves saw different placements (left out) | {mixed} | | |");
-    }
-    if worst < f64::MAX {
+    if left_out > 0 {
         println!(
-            "| (a) memifd / testpmd, the worse placement | | {worst:.2} | >= 1.0 {} |",
-            if worst >= 1.0 { "met" } else { "NOT MET" }
+            "| (a) pairs left out (placement moved or differed between halves) | {left_out} | | |"
         );
     }
+    println!(
+        "| (a) memifd / testpmd, the worse placement | | {} | >= 1.0 {} |",
+        if worst < f64::MAX {
+            format!("{worst:.2}")
+        } else {
+            "-".into()
+        },
+        if worst == f64::MAX {
+            "inconclusive: too few comparable pairs"
+        } else if worst >= 1.0 {
+            "met"
+        } else {
+            "NOT MET"
+        }
+    );
     println!(
         "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | memifd (slower band) / kernel = {:.1} | >= 10 |",
         k / 1e6,
