@@ -53,26 +53,84 @@ pub enum IpClass {
 pub fn classify(p: &[u8]) -> IpClass {
     match p.first().map(|b| b >> 4) {
         Some(4) if p.len() >= 20 && p[0] & 0x0f >= 5 => {
-            let d = [p[16], p[17], p[18], p[19]];
-            let a = Ipv4Addr::from(d);
-            if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
-                IpClass::Local
-            } else {
-                IpClass::Unicast(key_v4(d))
-            }
+            dst_v4(u32::from_be_bytes([p[16], p[17], p[18], p[19]]))
         }
         Some(6) if p.len() >= 40 => {
             let mut d = [0u8; 16];
             d.copy_from_slice(&p[24..40]);
-            let a = Ipv6Addr::from(d);
-            let link_local = d[0] == 0xfe && d[1] & 0xc0 == 0x80;
-            if a.is_multicast() || a.is_unspecified() || a.is_loopback() || link_local {
-                IpClass::Local
-            } else {
-                IpClass::Unicast(u128::from_be_bytes(d))
-            }
+            dst_v6(u128::from_be_bytes(d))
         }
         _ => IpClass::Malformed,
+    }
+}
+
+/// An IPv4 destination (as a big-endian number): routed or local.
+#[inline]
+fn dst_v4(d: u32) -> IpClass {
+    let a = Ipv4Addr::from(d);
+    if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+        IpClass::Local
+    } else {
+        IpClass::Unicast(0xffff_0000_0000 | d as u128)
+    }
+}
+
+/// An IPv6 destination (as a big-endian number): routed or local.
+#[inline]
+fn dst_v6(d: u128) -> IpClass {
+    let a = Ipv6Addr::from(d);
+    let link_local = d >> 118 == 0xfe80 >> 6;
+    if a.is_multicast() || a.is_unspecified() || a.is_loopback() || link_local {
+        IpClass::Local
+    } else {
+        IpClass::Unicast(d)
+    }
+}
+
+/// The 16 bytes at `o` (at most 48) of a frame's first 64, held as four
+/// little-endian lanes (see [`unicast_dst_in_lanes`]).
+#[inline(always)]
+fn window(l: &[u128; 4], o: usize) -> u128 {
+    let (i, s) = (o / 16, 8 * (o % 16) as u32);
+    if s == 0 {
+        l[i]
+    } else {
+        (l[i] >> s) | (l[i + 1] << (128 - s))
+    }
+}
+
+/// The forwarding decision of the common case, on a frame's first 64
+/// bytes held in registers (four little-endian lanes, `len` of them the
+/// frame's): an IPv4 or IPv6 packet (behind an ethernet header when
+/// `ethernet`) with a unicast destination gives that destination, as
+/// [`classify`] would. None for everything else, which the general path
+/// decides: too short, another ethertype, a neighbour discovery message
+/// (ICMPv6 behind ethernet), a local destination, a malformed header.
+#[inline(always)]
+pub fn unicast_dst_in_lanes(l: &[u128; 4], len: usize, ethernet: bool) -> Option<IpKey> {
+    let ip = if ethernet { ETH_HLEN } else { 0 };
+    let first = window(l, ip) as u8;
+    let class = match first >> 4 {
+        4 if len >= ip + 20 && first & 0x0f >= 5 => {
+            if ethernet && (window(l, 12) as u16).swap_bytes() != ETHERTYPE_IPV4 {
+                return None;
+            }
+            dst_v4((window(l, ip + 16) as u32).swap_bytes())
+        }
+        6 if len >= ip + 40 => {
+            if ethernet
+                && ((window(l, 12) as u16).swap_bytes() != ETHERTYPE_IPV6
+                    || (window(l, ip + 6) as u8) == PROTO_ICMPV6)
+            {
+                return None;
+            }
+            dst_v6(window(l, ip + 24).swap_bytes())
+        }
+        _ => return None,
+    };
+    match class {
+        IpClass::Unicast(k) => Some(k),
+        _ => None,
     }
 }
 
@@ -327,6 +385,123 @@ mod tests {
         assert_ne!(
             key_of("10.0.0.2".parse().unwrap()),
             key_of("::a00:2".parse().unwrap())
+        );
+    }
+
+    /// A frame's first 64 bytes as lanes, the bytes past its end set to
+    /// `fill` (what the source buffer held before).
+    fn lanes_of(frame: &[u8], fill: u8) -> [u128; 4] {
+        let mut b = [fill; 64];
+        let n = frame.len().min(64);
+        b[..n].copy_from_slice(&frame[..n]);
+        std::array::from_fn(|i| u128::from_le_bytes(b[16 * i..16 * i + 16].try_into().unwrap()))
+    }
+
+    /// What the general path decides for `frame`, as far as the fast one
+    /// may take it: a unicast IP packet (behind the matching ethertype and
+    /// not ICMPv6, on ethernet) to this key.
+    fn general(frame: &[u8], ethernet: bool) -> Option<IpKey> {
+        let ip = if ethernet {
+            let et = u16::from_be_bytes(frame.get(12..14)?.try_into().unwrap());
+            let ip = &frame[ETH_HLEN..];
+            let v = ip.first()? >> 4;
+            let ok = (et == ETHERTYPE_IPV4 && v == 4)
+                || (et == ETHERTYPE_IPV6 && v == 6 && ip.get(6) != Some(&PROTO_ICMPV6));
+            if !ok {
+                return None;
+            }
+            ip
+        } else {
+            frame
+        };
+        match classify(ip) {
+            IpClass::Unicast(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_lanes_decision_is_the_general_one() {
+        let (a4, b4) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a6, b6) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let mut ips = vec![
+            packet::ipv4(a4, b4, 17, 64, &[0; 30]),
+            packet::ipv4(a4, Ipv4Addr::BROADCAST, 17, 64, &[0; 30]),
+            packet::ipv4(a4, "224.0.0.5".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv4(a4, "127.0.0.1".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv4(a4, Ipv4Addr::UNSPECIFIED, 17, 64, &[0; 30]),
+            packet::ipv6(a6, b6, 17, 64, &[0; 30]),
+            packet::ipv6(a6, b6, PROTO_ICMPV6, 255, &[0; 30]),
+            packet::ipv6(a6, "fe80::2".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv6(a6, "febf::2".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv6(a6, "fec0::2".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv6(a6, "ff02::1".parse().unwrap(), 17, 64, &[0; 30]),
+            packet::ipv6(a6, Ipv6Addr::LOCALHOST, 17, 64, &[0; 30]),
+            packet::ipv6(a6, Ipv6Addr::UNSPECIFIED, 17, 64, &[0; 30]),
+        ];
+        let mut bad_ihl = ips[0].clone();
+        bad_ihl[0] = 0x44;
+        ips.push(bad_ihl);
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let mut frames: Vec<(Vec<u8>, bool)> = Vec::new();
+        for ip in &ips {
+            let et = if ip[0] >> 4 == 6 {
+                ETHERTYPE_IPV6
+            } else {
+                ETHERTYPE_IPV4
+            };
+            frames.push((ip.clone(), false));
+            frames.push((packet::ethernet(mac, mac, et, ip), true));
+            // The ethertype of the other family.
+            frames.push((packet::ethernet(mac, mac, et ^ 0x8ed5, ip), true));
+            frames.push((packet::ethernet(mac, mac, ETHERTYPE_ARP, ip), true));
+        }
+        // Every frame cut short (the bytes past its end a copy of the
+        // whole: they must not count), then pseudo-random byte flips.
+        let mut seed = 0x9e37_79b9u32;
+        let mut cases = Vec::new();
+        for (f, eth) in &frames {
+            for len in 0..=f.len().min(64) {
+                cases.push((f[..len].to_vec(), *eth, f.clone()));
+            }
+            for _ in 0..200 {
+                let mut g = f.clone();
+                for _ in 0..3 {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let i = (seed >> 8) as usize % g.len().min(64);
+                    g[i] ^= (seed >> 24) as u8 | 1;
+                }
+                cases.push((g, *eth, Vec::new()));
+            }
+        }
+        let mut fast = 0;
+        for (f, eth, past) in &cases {
+            let mut l = lanes_of(past, 0);
+            let real = lanes_of(f, 0);
+            // The frame's own bytes over whatever the buffer held.
+            let n = f.len().min(64);
+            for (i, lane) in l.iter_mut().enumerate() {
+                let keep = n.saturating_sub(16 * i).min(16) as u32;
+                let m = if keep == 16 {
+                    !0u128
+                } else {
+                    (1u128 << (8 * keep)) - 1
+                };
+                *lane = (*lane & !m) | (real[i] & m);
+            }
+            let got = unicast_dst_in_lanes(&l, f.len(), *eth);
+            assert_eq!(got, general(f, *eth), "frame {f:02x?} (ethernet {eth})");
+            fast += got.is_some() as usize;
+        }
+        // The common cases do take the fast way.
+        assert!(fast > 100, "only {fast} frames decided in lanes");
+        assert_eq!(
+            unicast_dst_in_lanes(&lanes_of(&frames[1].0, 0), frames[1].0.len(), true),
+            Some(key_of(b4.into()))
+        );
+        assert_eq!(
+            unicast_dst_in_lanes(&lanes_of(&ips[5], 0), ips[5].len(), false),
+            Some(key_of(b6.into()))
         );
     }
 

@@ -110,7 +110,7 @@ impl Port {
     /// its first frame this turn is marked for the flush (`to` is (this
     /// port's slot, the queue)); a drop is counted; a broken ring sends
     /// the port away.
-    #[inline]
+    #[inline(always)]
     fn book(
         &mut self,
         r: Result<Pushed, RingError>,
@@ -119,20 +119,36 @@ impl Port {
         dirty_tx: &mut Vec<(usize, usize)>,
         leaving: &mut Vec<(usize, Leave)>,
     ) {
-        let why = match r {
+        // The common case inline, nothing else: a call here costs its
+        // register saves, stores that wait behind the frame's stores to
+        // the peer's lines.
+        match r {
             Ok(Pushed::Queued) => {
                 if !was_pending {
                     dirty_tx.push(to);
                 }
-                return;
             }
+            r => self.book_failed(r, to.0, leaving),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn book_failed(
+        &mut self,
+        r: Result<Pushed, RingError>,
+        slot: usize,
+        leaving: &mut Vec<(usize, Leave)>,
+    ) {
+        let why = match r {
+            Ok(Pushed::Queued) => return,
             Ok(Pushed::RingFull) => DropReason::TxRingFull,
             Ok(Pushed::Unsendable) => DropReason::TooLong,
             Err(e) => {
                 if let Some(c) = self.conn.as_ref() {
                     c.a.counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                leaving.push((to.0, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
+                leaving.push((slot, Leave::BadPeer(format!("bad tx descriptor: {e}"))));
                 DropReason::TxDown
             }
         };
@@ -190,6 +206,15 @@ impl Net {
             None => self.routes.remove(&k),
         }
     }
+}
+
+/// What the fast path needs of a burst's source port, read once a burst.
+struct SrcCtx {
+    mode: Mode,
+    net: usize,
+    /// The learned pod MAC as the low 48 bits of a little-endian number,
+    /// or a value no 48-bit MAC equals.
+    peer_mac: u64,
 }
 
 /// Why a port's connection leaves the worker.
@@ -383,6 +408,19 @@ impl Plane {
         }
     }
 
+    fn src_ctx(&self, slot: usize) -> SrcCtx {
+        let p = self.ports[slot].as_ref().expect("live slot");
+        SrcCtx {
+            mode: p.mode,
+            net: p.net,
+            peer_mac: p.peer_mac.map_or(u64::MAX, |m| {
+                let mut b = [0u8; 8];
+                b[..6].copy_from_slice(&m);
+                u64::from_le_bytes(b)
+            }),
+        }
+    }
+
     #[inline]
     fn next_hop(&self, slot: usize) -> Option<(usize, usize)> {
         self.ports[slot].as_ref()?.conn.as_ref()?.next_hop
@@ -478,13 +516,6 @@ impl Plane {
             return;
         };
         if let Some(to) = netw.lookup(dst) {
-            if fast && descs.len() == 1 {
-                if let Some(r) = regions.get(d0.region as usize) {
-                    if self.forward_fast(mode, to, q, len, r, d0.offset as usize) {
-                        return;
-                    }
-                }
-            }
             let out = Out {
                 body: Body::Ring { regions, descs },
                 skip: ip_off,
@@ -522,14 +553,48 @@ impl Plane {
         }
     }
 
-    /// The common case, in fewer steps: a one-buffer frame (at `src_off`
-    /// in `src`, already routed to port `dst`) between two ports of the
-    /// same mode. Ethernet frames only change their addresses (pod MAC,
-    /// memif MAC; the ethertype stays), IP packets nothing, so the first
-    /// [`FAST_PEEK`] bytes are written as one block edited in registers
-    /// and the rest (if any) copied region to region. False, having done
-    /// nothing, when this is not that case (the caller takes the general
-    /// path).
+    /// The common case, decided and written in fewer steps: a one-buffer
+    /// frame from port `src` (`ctx`), whose first [`FAST_PEEK`] bytes
+    /// `lanes` were read once from `region` at `off` (`len` of them the
+    /// frame's), carrying a unicast IP packet (from the pod's learned MAC,
+    /// on ethernet) to a pod of the same mode. The decision reads the
+    /// lanes in registers, nothing is staged in memory. False, having done
+    /// nothing, for anything else: the general path ([`Plane::forward`])
+    /// takes it.
+    #[inline]
+    fn forward_lanes(
+        &mut self,
+        ctx: &SrcCtx,
+        q: usize,
+        lanes: [u128; 4],
+        len: usize,
+        region: &Region,
+        off: usize,
+    ) -> bool {
+        let ethernet = ctx.mode == Mode::Ethernet;
+        // Frames from a MAC not (yet) the learned one go the general way,
+        // which learns it.
+        if ethernet && (lanes[0] >> 48) as u64 & 0xffff_ffff_ffff != ctx.peer_mac {
+            return false;
+        }
+        let Some(dst) = pkt::unicast_dst_in_lanes(&lanes, len, ethernet) else {
+            return false;
+        };
+        let Some(to) = self.nets[ctx.net].as_mut().and_then(|n| n.lookup(dst)) else {
+            return false;
+        };
+        self.forward_fast(ctx.mode, to, q, len, lanes, region, off)
+    }
+
+    /// Writes a one-buffer frame (at `src_off` in `src`, its first
+    /// [`FAST_PEEK`] bytes read into `lanes`, already routed to port
+    /// `dst`) between two ports of the same mode. Ethernet frames only
+    /// change their addresses (pod MAC, memif MAC; the ethertype stays),
+    /// IP packets nothing, so the first bytes are written as one block
+    /// edited in registers and the rest (if any) copied region to region.
+    /// False, having done nothing, when this is not that case (the caller
+    /// takes the general path).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn forward_fast(
         &mut self,
@@ -537,6 +602,7 @@ impl Plane {
         dst: usize,
         q: usize,
         len: usize,
+        mut lanes: [u128; 4],
         src: &Region,
         src_off: usize,
     ) -> bool {
@@ -553,12 +619,6 @@ impl Plane {
         if n == 0 {
             return false;
         }
-        // The first 64 bytes, edited in registers: staging them in memory
-        // with narrow stores and reading them back wide would stall on the
-        // store buffer, which is full of stores to the peer's lines.
-        let Some(mut lanes) = src.read_lanes(src_off) else {
-            return false;
-        };
         if len < FAST_PEEK {
             // The source buffer's bytes past the frame are another frame's
             // (another pod's, maybe): never carry them over.
@@ -1177,11 +1237,25 @@ impl Worker {
                     r.prefetch(d.offset as usize);
                 }
             }
+            let mut ctx = self.plane.src_ctx(slot);
             for f in frames.iter() {
-                let d = &descs[f.first as usize..(f.first + f.count) as usize];
                 bytes += f.len as u64;
-                self.plane
-                    .forward(&mut refs, slot, qi, regions, d, f.len as usize);
+                let len = f.len as usize;
+                if f.count == 1 {
+                    let d = descs[f.first as usize];
+                    if let Some(r) = regions.get(d.region as usize) {
+                        if let Some(lanes) = r.read_lanes(d.offset as usize) {
+                            let off = d.offset as usize;
+                            if self.plane.forward_lanes(&ctx, qi, lanes, len, r, off) {
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let d = &descs[f.first as usize..(f.first + f.count) as usize];
+                self.plane.forward(&mut refs, slot, qi, regions, d, len);
+                // It may have learned the pod's MAC.
+                ctx = self.plane.src_ctx(slot);
             }
             q.release();
             let hop = self.plane.dirty_tx.first().copied();
