@@ -44,8 +44,11 @@
 //! once, straight from the sender's buffers into the receiver's (only its
 //! first bytes are copied out before, to decide). No allocation per
 //! packet: scratch space is allocated when a worker starts. The common
-//! case (a one-buffer frame between two ports of the same mode) takes a
-//! fast path: the first 64 bytes are edited in registers (new MACs; bytes
+//! case (a one-buffer unicast IP frame, from the pod's learned MAC on
+//! ethernet, to a port of the same mode) takes a fast path: its first 64
+//! bytes are read once into registers, decided on there
+//! ([`pkt::unicast_dst_in_lanes`], checked against the general parser),
+//! edited there (new MACs; bytes
 //! past a short frame's end zeroed, never carried over from the sender's
 //! buffer) and written straight from registers, the rest copied region to
 //! region. Before a burst is forwarded, the buffers it will most likely
