@@ -39,6 +39,7 @@ use kube::config::{
 use kube::{Api, Client, Config};
 
 use crate::api::PodRef;
+use crate::cni::error::chain;
 
 /// Annotation key prefixes memifd reads; everything else stays private to
 /// the pod.
@@ -451,18 +452,6 @@ fn service_url(host: &str, port: u16) -> String {
         Ok(ip) => format!("https://{}", SocketAddr::new(ip, port)),
         Err(_) => format!("https://{host}:{port}"),
     }
-}
-
-/// An error and its causes on one line, for logs.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl super::AnnotationSource for PodLookup {

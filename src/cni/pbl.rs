@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use super::error::{code, invalid_config, CniError};
 use super::plugin::{log, memifd_error, write_device_info, Plugin};
 use super::types::{CniResult, Interface};
-use crate::api::{AttachRequest, ClientError, ErrorCode, MemifSpec};
+use crate::api::{AttachRequest, ClientError, ErrorCode};
 use crate::spec::interfaces::{self, SpecEntry};
 use crate::spec::ports::{self, EXTRA_MEMIF_PORTS_ANNOTATION, EXTRA_MEMIF_SPEC_ANNOTATION};
 
@@ -134,15 +134,7 @@ impl Plugin<'_> {
             network: self.conf.name.clone(),
             netns: netns.clone(),
             socket: Some(socket.clone()),
-            spec: MemifSpec {
-                mode: spec.mode(),
-                rx_queues: spec.rx,
-                tx_queues: spec.tx,
-                rx_ring_size: spec.rxqsz,
-                tx_ring_size: spec.txqsz,
-                rx_mode: spec.rx_mode,
-                ..MemifSpec::default()
-            },
+            spec: spec.memif_spec(),
             ips: ips.clone(),
             pod: Some(pod),
             steer: Some(ranges.clone()),

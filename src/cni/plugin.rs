@@ -20,8 +20,7 @@ use super::ipam::Ipam;
 use super::types::{CniResult, Interface, IpConfig, NetConf};
 use super::version::{self, Version};
 use crate::api::{
-    AttachRequest, AttachmentKey, Client, ClientError, ErrorCode, MemifSpec, StatusInfo,
-    DEFAULT_SOCKET,
+    AttachRequest, AttachmentKey, Client, ClientError, ErrorCode, StatusInfo, DEFAULT_SOCKET,
 };
 use crate::link::{self, DummySpec, LinkError};
 use crate::spec::interfaces::{self, SpecEntry, INTERFACES_SPEC_ANNOTATION};
@@ -354,15 +353,7 @@ impl Plugin<'_> {
             network: self.conf.name.clone(),
             netns: netns.to_path_buf(),
             socket: None,
-            spec: MemifSpec {
-                mode: spec.mode(),
-                rx_queues: spec.rx,
-                tx_queues: spec.tx,
-                rx_ring_size: spec.rxqsz,
-                tx_ring_size: spec.txqsz,
-                rx_mode: spec.rx_mode,
-                ..MemifSpec::default()
-            },
+            spec: spec.memif_spec(),
             ips: addrs,
             pod: self.env.pod(),
             steer: None,

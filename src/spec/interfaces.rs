@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::{MaxSpec, RxMode};
+use crate::api::{MaxSpec, MemifSpec, RxMode};
 use crate::cni::error::{invalid_config, CniError};
 use crate::memif::wire::Mode;
 
@@ -59,6 +59,19 @@ impl Resolved {
             Mode::Ip
         } else {
             Mode::Ethernet
+        }
+    }
+
+    /// The memif memifd is asked to serve for this spec.
+    pub fn memif_spec(&self) -> MemifSpec {
+        MemifSpec {
+            mode: self.mode(),
+            rx_queues: self.rx,
+            tx_queues: self.tx,
+            rx_ring_size: self.rxqsz,
+            tx_ring_size: self.txqsz,
+            rx_mode: self.rx_mode,
+            ..MemifSpec::default()
         }
     }
 }
