@@ -32,6 +32,16 @@
 //! worse of them, "inconclusive" if no band has three. (b) runs
 //! `--kernel-reps` times after (a); its ratio uses memifd's rate in its
 //! slower band.
+//! (a') a diagnostic, no target: the same two loops with the loop
+//!     testpmd in `5tswap` mode instead of `io` (`--swap-reps` pairs, 0 to
+//!     skip). testpmd's generator gives every frame the same destination
+//!     address (`--tx-ip` is global), so through memifd, which routes, the
+//!     io loop is one-sided: all frames leave the loop testpmd on port 0
+//!     and come back on port 1, while the middle box (a cross-connect)
+//!     keeps two loops of opposite direction. `5tswap` swaps addresses on
+//!     every lap, which sends each frame back the way it came: both paths
+//!     become two-sided and the loop testpmd does the same work in both.
+//!     The ratio tells how much of (a)'s gap comes from that asymmetry.
 //! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
 #[path = "../tests/common/testpmd.rs"]
@@ -58,6 +68,7 @@ struct Args {
     bursts: usize,
     idle: usize,
     kernel_reps: usize,
+    swap_reps: usize,
 }
 
 fn args() -> Args {
@@ -68,6 +79,7 @@ fn args() -> Args {
         bursts: 8,
         idle: 100,
         kernel_reps: 3,
+        swap_reps: 6,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -80,6 +92,7 @@ fn args() -> Args {
             "--bursts" => a.bursts = val.parse().expect("--bursts N"),
             "--idle" => a.idle = val.parse().expect("--idle N"),
             "--kernel-reps" => a.kernel_reps = val.parse().expect("--kernel-reps N"),
+            "--swap-reps" => a.swap_reps = val.parse().expect("--swap-reps N"),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -229,21 +242,21 @@ fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
 }
 
 /// The loop testpmd: two memif client ports (sockets `s0`, `s1`) in
-/// netns `ns`, io forwarding on core 1; waits for both links.
-fn loop_testpmd(a: &Args, ns: &str, dir: &Path, tag: &str, s0: &str, s1: &str) -> Testpmd {
-    let _ = a;
+/// netns `ns`, forwarding (`fwd`: `io`, or `5tswap` for (a')) on core 1;
+/// waits for both links.
+fn loop_testpmd(ns: &str, dir: &Path, fwd: &str, tag: &str, s0: &str, s1: &str) -> Testpmd {
     let mut t = Testpmd::start(TestpmdOpts {
         label: "loop",
-        prefix: format!("dp-bench-{}-loop-{tag}", std::process::id()),
+        prefix: format!("dp-bench-{}-loop-{fwd}-{tag}", std::process::id()),
         netns: Some(ns),
         ports: vec![("client", s0.into()), ("client", s1.into())],
         lcores: (0, 1),
         args: vec![
-            "--forward-mode=io".into(),
+            format!("--forward-mode={fwd}"),
             "--burst=32".into(),
             "--tx-ip=10.199.1.1,10.199.1.2".into(),
         ],
-        out: dir.join(format!("loop-{tag}.out")),
+        out: dir.join(format!("loop-{fwd}-{tag}.out")),
     });
     t.wait_link_up(0);
     t.wait_link_up(1);
@@ -297,14 +310,21 @@ struct Round {
 /// Probes closer than this factor saw the same placement.
 const STEADY: f64 = 1.3;
 
-/// (a): both loops set up once, side by side, and measured in
-/// alternation (ABBA order), so that each pair of rounds sees the same
-/// machine. memifd's two ports are adaptive: busy they poll exactly as
-/// in polling mode, idle (while the other loop runs) they sleep and leave
-/// core 0 to the middle box. Returns (memifd, testpmd) per pair.
-fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(Round, Round)>, String) {
+/// (a) (`fwd` "io", `reps` pairs) and (a') ("5tswap"): both loops set up
+/// once, side by side, and measured in alternation (ABBA order), so that
+/// each pair of rounds sees the same machine. memifd's two ports are
+/// adaptive: busy they poll exactly as in polling mode, idle (while the
+/// other loop runs) they sleep and leave core 0 to the middle box.
+/// Returns (memifd, testpmd) per pair, and memifd's drop counts.
+fn run_loops(
+    a: &Args,
+    ns: &str,
+    dir: &Path,
+    fwd: &str,
+    reps: usize,
+) -> (Vec<(Round, Round)>, String) {
     let pid = std::process::id();
-    let d = Daemon::start(&a.memifd, &dir.join("memifd-loop"), "0");
+    let d = Daemon::start(&a.memifd, &dir.join(format!("memifd-{fwd}")), "0");
     let net = format!("dp-bench-{pid}");
     attach(
         &d,
@@ -324,21 +344,24 @@ fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(Round, Round)>, String) {
         "10.199.1.2",
         RxMode::Adaptive,
     );
-    let (s0, s1) = (format!("dp-bench-{pid}-m0"), format!("dp-bench-{pid}-m1"));
+    let (s0, s1) = (
+        format!("dp-bench-{pid}-{fwd}-m0"),
+        format!("dp-bench-{pid}-{fwd}-m1"),
+    );
     let mut mid = Testpmd::start(TestpmdOpts {
         label: "middle",
-        prefix: format!("dp-bench-{pid}-mid"),
+        prefix: format!("dp-bench-{pid}-{fwd}-mid"),
         netns: Some(ns),
         ports: vec![("server", s0.clone()), ("server", s1.clone())],
         lcores: (1, 0),
         args: vec!["--forward-mode=io".into(), "--burst=32".into()],
-        out: dir.join("middle.out"),
+        out: dir.join(format!("middle-{fwd}.out")),
     });
-    let mut via_memifd = loop_testpmd(a, ns, dir, "memifd", "memif-b0", "memif-b1");
-    let mut via_mid = loop_testpmd(a, ns, dir, "testpmd", &s0, &s1);
+    let mut via_memifd = loop_testpmd(ns, dir, fwd, "memifd", "memif-b0", "memif-b1");
+    let mut via_mid = loop_testpmd(ns, dir, fwd, "testpmd", &s0, &s1);
     let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
     let mut pairs = Vec::new();
-    for rep in 0..a.reps {
+    for rep in 0..reps {
         let first = rep == 0;
         let memifd_round = |t: &mut Testpmd| {
             if only == "testpmd" {
@@ -363,7 +386,7 @@ fn run_loops(a: &Args, ns: &str, dir: &Path) -> (Vec<(Round, Round)>, String) {
             (memifd_round(&mut via_memifd), t)
         };
         eprintln!(
-            "pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
+            "{fwd} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
             rep + 1,
             m.pps / 1e6,
             m.place,
@@ -581,6 +604,124 @@ fn run_idle(a: &Args, ns: &str, dir: &Path, mode: RxMode) -> f64 {
     (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0
 }
 
+/// (a)'s pairs grouped by placement. The ratio is taken pair by pair
+/// (each pair measured back to back), then the median: the machine's
+/// speed drifts between pairs (2 shared vCPUs; where the host places them
+/// changes the cost of a cache line crossing cores several times over).
+/// Each round's placement is probed before and after ([`probe`]): the
+/// steady rounds' probes fall in one band or two (split at the widest
+/// gap, when it is wider than 1.5x). A pair counts for a band when both
+/// its rounds were steady and in that band; the others compare two
+/// different machines and are left out.
+struct Bands {
+    /// Medians over all pairs (Mpps): memifd's loop, testpmd's loop.
+    memifd: f64,
+    testpmd: f64,
+    /// Per band: (probe ns, pairs, median ratio).
+    bands: Vec<(f64, usize, f64)>,
+    left_out: usize,
+    /// The worse ratio of the bands with at least [`Bands::MIN_PAIRS`].
+    worst: Option<f64>,
+    /// memifd's loop in its slower band (all pairs if none counts).
+    slow_memifd: f64,
+}
+
+impl Bands {
+    /// A band needs this many pairs to count for the verdict.
+    const MIN_PAIRS: usize = 3;
+
+    fn of(pairs: &[(Round, Round)]) -> Bands {
+        let mut places: Vec<f64> = pairs
+            .iter()
+            .flat_map(|(m, t)| [m, t])
+            .filter(|r| r.steady)
+            .map(|r| r.place)
+            .collect();
+        places.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let split = places
+            .windows(2)
+            .map(|w| (w[1] / w[0], (w[0] + w[1]) / 2.0))
+            .fold(
+                (1.0, f64::MAX),
+                |best, g| if g.0 > best.0 { g } else { best },
+            );
+        let cut = if split.0 > 1.5 { split.1 } else { f64::MAX };
+        let band_of = |r: &Round| usize::from(r.place > cut);
+        let mut out = Bands {
+            memifd: median(pairs.iter().map(|p| p.0.pps).collect()),
+            testpmd: median(pairs.iter().map(|p| p.1.pps).collect()),
+            bands: Vec::new(),
+            left_out: pairs.len(),
+            worst: None,
+            slow_memifd: f64::MAX,
+        };
+        for b in 0..2 {
+            let in_band: Vec<(f64, f64)> = pairs
+                .iter()
+                .filter(|(m, t)| m.steady && t.steady && band_of(m) == b && band_of(t) == b)
+                .map(|(m, t)| (m.pps, t.pps))
+                .collect();
+            if in_band.is_empty() {
+                continue;
+            }
+            let probe_ns = median(
+                pairs
+                    .iter()
+                    .flat_map(|(m, t)| [m, t])
+                    .filter(|r| r.steady && band_of(r) == b)
+                    .map(|r| r.place)
+                    .collect(),
+            );
+            let x = median(in_band.iter().map(|(m, t)| m / t).collect());
+            let n = in_band.len();
+            out.left_out -= n;
+            if n >= Self::MIN_PAIRS {
+                out.worst = Some(out.worst.map_or(x, |w: f64| w.min(x)));
+            }
+            let slow = median(in_band.iter().map(|p| p.0).collect());
+            out.slow_memifd = out.slow_memifd.min(slow);
+            out.bands.push((probe_ns, n, x));
+        }
+        if out.slow_memifd == f64::MAX {
+            out.slow_memifd = out.memifd;
+        }
+        out
+    }
+
+    fn worst_text(&self) -> String {
+        self.worst.map_or("-".into(), |w| format!("{w:.2}"))
+    }
+
+    /// The rates and the per-band rows, labelled `what`.
+    fn print(&self, what: &str, target: &str) {
+        println!(
+            "| {what} through memifd (Mpps, median) | {:.2} | | |",
+            self.memifd / 1e6
+        );
+        println!(
+            "| {what} through a testpmd middle box (Mpps, median) | {:.2} | | |",
+            self.testpmd / 1e6
+        );
+        let tag = &what[..what.find(' ').unwrap_or(what.len())];
+        for &(probe_ns, n, x) in &self.bands {
+            let note = if n >= Self::MIN_PAIRS {
+                ""
+            } else {
+                " (too few pairs to count)"
+            };
+            println!(
+                "| {tag} memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} | {target} |"
+            );
+        }
+        if self.left_out > 0 {
+            println!(
+                "| {tag} pairs left out (placement moved or differed between halves) | {} | | |",
+                self.left_out
+            );
+        }
+    }
+}
+
 fn main() {
     let a = args();
     let pid = std::process::id();
@@ -592,8 +733,13 @@ fn main() {
     ns.add(&pod_ns);
     let knss = setup_kernel(&mut ns, &pid.to_string());
 
-    let (pairs, drops) = run_loops(&a, &pod_ns, &dir);
+    let (pairs, drops) = run_loops(&a, &pod_ns, &dir, "io", a.reps);
     eprintln!("memifd drops at the receiving port: {drops}");
+    let swap = (a.swap_reps > 0).then(|| {
+        let (p, drops) = run_loops(&a, &pod_ns, &dir, "5tswap", a.swap_reps);
+        eprintln!("memifd drops at the receiving port (5tswap): {drops}");
+        p
+    });
     let mut kernel = Vec::new();
     for rep in 0..a.kernel_reps {
         let k = run_kernel(&a, &knss);
@@ -602,112 +748,35 @@ fn main() {
     }
     let cpu_int = run_idle(&a, &pod_ns, &dir, RxMode::Interrupt);
     let cpu_ad = run_idle(&a, &pod_ns, &dir, RxMode::Adaptive);
-    // The (a) ratio is taken pair by pair (each pair measured back to
-    // back), then the median: the machine's speed drifts between pairs
-    // (2 shared vCPUs; where the host places them changes the cost of a
-    // cache line crossing cores several times over).
-    // Each round's placement is probed before and after (`probe`): the
-    // steady rounds' probes fall in one band or two (split at the widest
-    // gap, when it is wider than 1.5x). A pair counts for a band when
-    // both its rounds were steady and in that band; the others compare
-    // two different machines and are left out.
-    let mut places: Vec<f64> = pairs
-        .iter()
-        .flat_map(|(m, t)| [m, t])
-        .filter(|r| r.steady)
-        .map(|r| r.place)
-        .collect();
-    places.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let split = places
-        .windows(2)
-        .map(|w| (w[1] / w[0], (w[0] + w[1]) / 2.0))
-        .fold(
-            (1.0, f64::MAX),
-            |best, g| if g.0 > best.0 { g } else { best },
-        );
-    let cut = if split.0 > 1.5 { split.1 } else { f64::MAX };
-    let band_of = |r: &Round| usize::from(r.place > cut);
-    let in_band = |b: usize| -> Vec<(f64, f64)> {
-        pairs
-            .iter()
-            .filter(|(m, t)| m.steady && t.steady && band_of(m) == b && band_of(t) == b)
-            .map(|(m, t)| (m.pps, t.pps))
-            .collect()
-    };
-    let bands = [in_band(0), in_band(1)];
-    let left_out = pairs.len() - bands[0].len() - bands[1].len();
-    let m = median(pairs.iter().map(|p| p.0.pps).collect());
-    let t = median(pairs.iter().map(|p| p.1.pps).collect());
+    let io = Bands::of(&pairs);
     let k = median(kernel);
     // (b) conservatively: memifd's rate in its slower band, whichever
     // band the kernel runs saw.
-    let slow_m = bands
-        .iter()
-        .filter(|b| !b.is_empty())
-        .map(|b| median(b.iter().map(|p| p.0).collect()))
-        .fold(f64::MAX, f64::min);
-    let r_k = if slow_m < f64::MAX { slow_m } else { m } / k;
+    let r_k = io.slow_memifd / k;
     println!(
-        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (b) median of {} runs",
-        a.reps, a.kernel_reps
+        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (b) median of {} runs",
+        a.reps, a.swap_reps, a.kernel_reps
     );
     println!("| measure | value | ratio | target |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| (a) io loop through memifd (Mpps, median) | {:.2} | | |",
-        m / 1e6
-    );
-    println!(
-        "| (a) io loop through a testpmd middle box (Mpps, median) | {:.2} | | |",
-        t / 1e6
-    );
-    // A band needs this many pairs to count for the verdict.
-    const MIN_PAIRS: usize = 3;
-    let mut worst = f64::MAX;
-    for (i, b) in bands.iter().enumerate() {
-        if b.is_empty() {
-            continue;
-        }
-        let probe_ns = median(
-            pairs
-                .iter()
-                .flat_map(|(m, t)| [m, t])
-                .filter(|r| r.steady && band_of(r) == i)
-                .map(|r| r.place)
-                .collect(),
-        );
-        let x = median(b.iter().map(|(m, t)| m / t).collect());
-        let n = b.len();
-        let note = if n >= MIN_PAIRS {
-            worst = worst.min(x);
-            ""
-        } else {
-            " (too few pairs to count)"
-        };
-        println!(
-            "| (a) memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} | >= 1.0 |"
-        );
-    }
-    if left_out > 0 {
-        println!(
-            "| (a) pairs left out (placement moved or differed between halves) | {left_out} | | |"
-        );
-    }
+    io.print("(a) io loop", ">= 1.0");
     println!(
         "| (a) memifd / testpmd, the worse placement | | {} | >= 1.0 {} |",
-        if worst < f64::MAX {
-            format!("{worst:.2}")
-        } else {
-            "-".into()
-        },
-        if worst == f64::MAX {
-            "inconclusive: too few comparable pairs"
-        } else if worst >= 1.0 {
-            "met"
-        } else {
-            "NOT MET"
+        io.worst_text(),
+        match io.worst {
+            None => "inconclusive: too few comparable pairs",
+            Some(x) if x >= 1.0 => "met",
+            Some(_) => "NOT MET",
         }
     );
+    if let Some(p) = swap {
+        let sw = Bands::of(&p);
+        sw.print("(a') 5tswap loop (diagnostic)", "");
+        println!(
+            "| (a') memifd / testpmd, the worse placement (both paths two-sided) | | {} | |",
+            sw.worst_text()
+        );
+    }
     println!(
         "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | memifd (slower band) / kernel = {:.1} | >= 10 |",
         k / 1e6,
