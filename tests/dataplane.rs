@@ -140,6 +140,29 @@ struct PodSpec<'a> {
 }
 
 impl Pod {
+    /// A pod with the memif's own MAC.
+    #[track_caller]
+    fn plain(
+        m: &Memifd,
+        tag: &str,
+        network: &str,
+        mode: Mode,
+        ips: Vec<IpAddr>,
+        rx: RxMode,
+    ) -> Pod {
+        Pod::attach(
+            m,
+            PodSpec {
+                tag,
+                network,
+                mode,
+                ips,
+                mac: None,
+                rx,
+            },
+        )
+    }
+
     #[track_caller]
     fn attach(m: &Memifd, s: PodSpec<'_>) -> Pod {
         let ns = PodNs::new(s.tag);
@@ -587,16 +610,13 @@ fn short_frames_carry_nothing_past_their_end() {
     let net = network("short");
     let t = 9;
     let pod = |tag, host| {
-        Pod::attach(
+        Pod::plain(
             &m,
-            PodSpec {
-                tag,
-                network: &net,
-                mode: Mode::Ethernet,
-                ips: vec![v4(t, host).into()],
-                mac: None,
-                rx: RxMode::Polling,
-            },
+            tag,
+            &net,
+            Mode::Ethernet,
+            vec![v4(t, host).into()],
+            RxMode::Polling,
         )
     };
     let (a, b, c) = (pod("short-a", 2), pod("short-b", 3), pod("short-c", 4));
@@ -649,16 +669,13 @@ fn mtu_sized_and_chained_frames_arrive_whole() {
             rx: RxMode::Polling,
         },
     );
-    let b = Pod::attach(
+    let b = Pod::plain(
         &m,
-        PodSpec {
-            tag: "mtu-b",
-            network: &net,
-            mode: Mode::Ip,
-            ips: vec![v6(t, 3).into(), v4(t, 3).into()],
-            mac: None,
-            rx: RxMode::Adaptive,
-        },
+        "mtu-b",
+        &net,
+        Mode::Ip,
+        vec![v6(t, 3).into(), v4(t, 3).into()],
+        RxMode::Adaptive,
     );
     let (pa, ma) = (mac("02:00:00:00:aa:0a"), mac(POD_MAC));
     // A's buffers hold 2048 bytes, B's only 256: what A sends is chained
@@ -741,16 +758,13 @@ fn ip_mode_clients_ping_each_other() {
     let net = network("ipmode");
     let t = 4;
     let pod = |tag, host| {
-        Pod::attach(
+        Pod::plain(
             &m,
-            PodSpec {
-                tag,
-                network: &net,
-                mode: Mode::Ip,
-                ips: vec![v4(t, host).into(), v6(t, host).into()],
-                mac: None,
-                rx: RxMode::Interrupt,
-            },
+            tag,
+            &net,
+            Mode::Ip,
+            vec![v4(t, host).into(), v6(t, host).into()],
+            RxMode::Interrupt,
         )
     };
     let a = pod("ipm-a", 2);
@@ -808,27 +822,21 @@ fn the_host_reaches_pods_through_the_uplink() {
     let m = Memifd::start(&dir.path);
     let net = network("host");
     let t = 5;
-    let e = Pod::attach(
+    let e = Pod::plain(
         &m,
-        PodSpec {
-            tag: "host-e",
-            network: &net,
-            mode: Mode::Ethernet,
-            ips: vec![v4(t, 2).into(), v6(t, 2).into()],
-            mac: None,
-            rx: RxMode::Adaptive,
-        },
+        "host-e",
+        &net,
+        Mode::Ethernet,
+        vec![v4(t, 2).into(), v6(t, 2).into()],
+        RxMode::Adaptive,
     );
-    let i = Pod::attach(
+    let i = Pod::plain(
         &m,
-        PodSpec {
-            tag: "host-i",
-            network: &net,
-            mode: Mode::Ip,
-            ips: vec![v4(t, 3).into()],
-            mac: None,
-            rx: RxMode::Interrupt,
-        },
+        "host-i",
+        &net,
+        Mode::Ip,
+        vec![v4(t, 3).into()],
+        RxMode::Interrupt,
     );
     // The uplink: the documented name, host routes for every pod address.
     let up = uplink(&m, &net).expect("the network has an uplink");
@@ -914,16 +922,13 @@ fn the_host_reaches_pods_through_the_uplink() {
     assert_eq!(host_route(v4(t, 3).into()), "");
     assert!(uplink(&m, &net).is_none());
     // A new pod on the network brings it back.
-    let again = Pod::attach(
+    let again = Pod::plain(
         &m,
-        PodSpec {
-            tag: "host-again",
-            network: &net,
-            mode: Mode::Ip,
-            ips: vec![v4(t, 9).into()],
-            mac: None,
-            rx: RxMode::Interrupt,
-        },
+        "host-again",
+        &net,
+        Mode::Ip,
+        vec![v4(t, 9).into()],
+        RxMode::Interrupt,
     );
     assert!(link_exists(&dev));
     assert_contains(&host_route(v4(t, 9).into()), &dev);
@@ -939,16 +944,13 @@ fn networks_are_isolated() {
     let (nx, ny) = (network("iso-x"), network("iso-y"));
     let t = 6;
     let pod = |tag, net: &str, host| {
-        Pod::attach(
+        Pod::plain(
             &m,
-            PodSpec {
-                tag,
-                network: net,
-                mode: Mode::Ip,
-                ips: vec![v4(t, host).into()],
-                mac: None,
-                rx: RxMode::Adaptive,
-            },
+            tag,
+            net,
+            Mode::Ip,
+            vec![v4(t, host).into()],
+            RxMode::Adaptive,
         )
     };
     // X1 and Y1 hold the same address, each in its own network.
@@ -989,19 +991,7 @@ fn detach_while_traffic_flows() {
     let m = Memifd::start(&dir.path);
     let net = network("detach");
     let t = 7;
-    let pod = |tag, host, rx| {
-        Pod::attach(
-            &m,
-            PodSpec {
-                tag,
-                network: &net,
-                mode: Mode::Ip,
-                ips: vec![v4(t, host).into()],
-                mac: None,
-                rx,
-            },
-        )
-    };
+    let pod = |tag, host, rx| Pod::plain(&m, tag, &net, Mode::Ip, vec![v4(t, host).into()], rx);
     let a = pod("det-a", 2, RxMode::Polling);
     let b = pod("det-b", 3, RxMode::Adaptive);
     let c = pod("det-c", 4, RxMode::Interrupt);
@@ -1097,16 +1087,13 @@ fn testpmd_pods_exchange_traffic() {
     let net = network("tpmd");
     let t = 8;
     let pod = |tag, host| {
-        Pod::attach(
+        Pod::plain(
             &m,
-            PodSpec {
-                tag,
-                network: &net,
-                mode: Mode::Ethernet,
-                ips: vec![v4(t, host).into()],
-                mac: None,
-                rx: RxMode::Interrupt,
-            },
+            tag,
+            &net,
+            Mode::Ethernet,
+            vec![v4(t, host).into()],
+            RxMode::Interrupt,
         )
     };
     let a = pod("tp-a", 2);
