@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Testing"; .ci/run calls it):
-# installs missing packages, checks formatting and lints, runs every test.
+# installs missing packages, checks formatting, lints and docs, runs every
+# test.
 # Run as root: the DPDK interop tests use network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ fi
 bash e2e/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # Integration tests that start DPDK serialize themselves; two threads suit
 # this project's two-core machines.
 cargo test --all-targets -- --test-threads=2

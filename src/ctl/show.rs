@@ -30,8 +30,8 @@ pub struct ShowOpts {
 pub enum ShowWhat {
     /// memif sockets and interfaces, like VPP's `show memif`.
     Memif {
-        /// Only this interface: the pod's ifname (e.g. memif-eth1) or
-        /// memif<socket-id>/<id>.
+        /// Only this interface: the pod's ifname (e.g. memif-eth1) or its
+        /// memif name (e.g. memif3/0: socket id 3, interface id 0).
         interface: Option<String>,
         /// Print the API data as JSON.
         #[arg(long)]

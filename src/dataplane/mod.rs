@@ -8,7 +8,7 @@
 //! only ever routed to ports of its own network or to its network's
 //! uplink.
 //!
-//! **Forwarding** (per network, see [`worker`]):
+//! **Forwarding** (per network, see the `worker` module):
 //! - ip-mode ports (`isl3: true`) carry bare IP packets; ethernet-mode
 //!   ports carry ethernet frames and are promiscuous: memifd answers ARP
 //!   requests and IPv6 neighbour solicitations for any target other than
