@@ -2,10 +2,11 @@
 # The dataplane benchmark (see examples/dataplane_bench.rs): an io loop of
 # 64-byte frames through memifd vs through a testpmd middle box, the kernel
 # path (veth + a routing netns), and memifd's CPU with 100 idle connected
-# interfaces in interrupt and adaptive modes, and a diagnostic of (a) with the
-# loop testpmd in 5tswap mode. Prints a markdown table with
-# the ratios. Needs root and dpdk-testpmd (bash e2e/deps.sh).
-#   sudo bash e2e/bench-dataplane.sh [--reps 10] [--swap-reps 6] [--samples 1] [--bursts 8] [--idle 100] [--kernel-reps 3]
+# interfaces in interrupt and adaptive modes, and two diagnostics of (a): both
+# loop ports injecting, and that with the loop testpmd in 5tswap mode. Prints
+# a markdown table with the ratios. Needs root and dpdk-testpmd
+# (bash e2e/deps.sh).
+#   sudo bash e2e/bench-dataplane.sh [--reps 10] [--both-reps 6] [--swap-reps 6] [--samples 1] [--bursts 8] [--idle 100] [--kernel-reps 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-dataplane: needs root (network namespaces, dpdk-testpmd)" >&2; exit 1; }

@@ -9,6 +9,12 @@
 //!     receive rate on both ports: every frame crosses the middle box once
 //!     per lap. The loop testpmd forwards on core 1, the middle box on
 //!     core 0 (memifd pinned there with taskset).
+//!     Port 0 alone injects (`tx_first` with one forwarding port, twice
+//!     the bursts, then both ports forward), so both middle boxes carry
+//!     the same loop: testpmd's generator gives every frame one destination
+//!     address (`--tx-ip` is global), and memifd routes on it, so through
+//!     memifd every frame leaves the loop testpmd on port 0 and comes back
+//!     on port 1. The middle box (a cross-connect) sends it the same way.
 //! (b) the kernel path: 64-byte UDP frames from namespace A to namespace
 //!     B over veth pairs, routed by the kernel of a third namespace
 //!     (a stand-in for the host: same code, without touching the host's
@@ -32,16 +38,18 @@
 //! worse of them, "inconclusive" if no band has three. (b) runs
 //! `--kernel-reps` times after (a); its ratio uses memifd's rate in its
 //! slower band.
-//! (a') a diagnostic, no target: the same two loops with the loop
-//!     testpmd in `5tswap` mode instead of `io` (`--swap-reps` pairs, 0 to
-//!     skip). testpmd's generator gives every frame the same destination
-//!     address (`--tx-ip` is global), so through memifd, which routes, the
-//!     io loop is one-sided: all frames leave the loop testpmd on port 0
-//!     and come back on port 1, while the middle box (a cross-connect)
-//!     keeps two loops of opposite direction. `5tswap` swaps addresses on
-//!     every lap, which sends each frame back the way it came: both paths
-//!     become two-sided and the loop testpmd does the same work in both.
-//!     The ratio tells how much of (a)'s gap comes from that asymmetry.
+//! (a') a diagnostic, no target: (a) with both ports injecting
+//!     (`--both-reps` pairs, 0 to skip). The two middle boxes then carry
+//!     different loops: through memifd still one-sided (port 0 out, port 1
+//!     in), through the cross-connect two loops of opposite direction,
+//!     which the loop testpmd forwards more cheaply (its stores into its
+//!     transmit ring stall less). So (a') measures the loop testpmd in two
+//!     traffic patterns more than the middle boxes.
+//! (a'') a diagnostic, no target: the loops of (a') with the loop testpmd
+//!     in `5tswap` mode instead of `io` (`--swap-reps` pairs, 0 to skip).
+//!     `5tswap` swaps addresses on every lap, which sends each frame back
+//!     the way it came: both paths become two-sided again and carry the
+//!     same traffic.
 //! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
 #[path = "../tests/common/testpmd.rs"]
@@ -68,6 +76,7 @@ struct Args {
     bursts: usize,
     idle: usize,
     kernel_reps: usize,
+    both_reps: usize,
     swap_reps: usize,
 }
 
@@ -79,6 +88,7 @@ fn args() -> Args {
         bursts: 8,
         idle: 100,
         kernel_reps: 3,
+        both_reps: 6,
         swap_reps: 6,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -92,6 +102,7 @@ fn args() -> Args {
             "--bursts" => a.bursts = val.parse().expect("--bursts N"),
             "--idle" => a.idle = val.parse().expect("--idle N"),
             "--kernel-reps" => a.kernel_reps = val.parse().expect("--kernel-reps N"),
+            "--both-reps" => a.both_reps = val.parse().expect("--both-reps N"),
             "--swap-reps" => a.swap_reps = val.parse().expect("--swap-reps N"),
             other => panic!("unknown argument {other}"),
         }
@@ -241,13 +252,44 @@ fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
     median(v)
 }
 
+/// One kind of loop: how the loop testpmd forwards and which of its ports
+/// inject the frames.
+#[derive(Clone, Copy)]
+struct Loop {
+    /// Names its files, sockets and log lines.
+    tag: &'static str,
+    /// The loop testpmd's forward mode.
+    fwd: &'static str,
+    /// Port 0 alone injects; else both ports do (`tx_first`'s default).
+    one_port: bool,
+}
+
+/// (a): io forwarding, port 0 injects.
+const IO: Loop = Loop {
+    tag: "io",
+    fwd: "io",
+    one_port: true,
+};
+/// (a'): io forwarding, both ports inject.
+const IO_BOTH: Loop = Loop {
+    tag: "io-both",
+    fwd: "io",
+    one_port: false,
+};
+/// (a''): 5tswap forwarding, both ports inject.
+const SWAP: Loop = Loop {
+    tag: "5tswap",
+    fwd: "5tswap",
+    one_port: false,
+};
+
 /// The loop testpmd: two memif client ports (sockets `s0`, `s1`) in
-/// netns `ns`, forwarding (`fwd`: `io`, or `5tswap` for (a')) on core 1;
-/// waits for both links.
-fn loop_testpmd(ns: &str, dir: &Path, fwd: &str, tag: &str, s0: &str, s1: &str) -> Testpmd {
+/// netns `ns`, forwarding on core 1 as `lp` says; waits for both links.
+fn loop_testpmd(ns: &str, dir: &Path, lp: Loop, via: &str, s0: &str, s1: &str) -> Testpmd {
+    let (tag, fwd) = (lp.tag, lp.fwd);
     let mut t = Testpmd::start(TestpmdOpts {
         label: "loop",
-        prefix: format!("dp-bench-{}-loop-{fwd}-{tag}", std::process::id()),
+        prefix: format!("dp-bench-{}-loop-{tag}-{via}", std::process::id()),
         netns: Some(ns),
         ports: vec![("client", s0.into()), ("client", s1.into())],
         lcores: (0, 1),
@@ -256,7 +298,7 @@ fn loop_testpmd(ns: &str, dir: &Path, fwd: &str, tag: &str, s0: &str, s1: &str) 
             "--burst=32".into(),
             "--tx-ip=10.199.1.1,10.199.1.2".into(),
         ],
-        out: dir.join(format!("loop-{fwd}-{tag}.out")),
+        out: dir.join(format!("loop-{tag}-{via}.out")),
     });
     t.wait_link_up(0);
     t.wait_link_up(1);
@@ -269,17 +311,31 @@ fn loop_count(t: &mut Testpmd) -> u64 {
 }
 
 /// One measured round of a loop: (re)starts the loop testpmd (injecting
-/// frames the first time only: what is in flight stays in the rings
-/// between rounds, `--no-flush-rx`), samples, stops it.
-fn round(a: &Args, t: &mut Testpmd, first: bool) -> Round {
+/// frames, as `inject` says, the first time only: what is in flight stays
+/// in the rings between rounds, `--no-flush-rx`), samples, stops it.
+fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>) -> Round {
     let before = probe();
-    if first {
+    if let Some(lp) = inject {
         // A memif client posts its receive buffers on its first rx burst:
         // poll once before injecting, or the first frames find no buffers.
         t.cmd("start");
         std::thread::sleep(Duration::from_millis(300));
         t.cmd("stop");
-        t.cmd(&format!("start tx_first {}", a.bursts));
+        if lp.one_port {
+            // The same number of frames from port 0 alone: they wait in
+            // port 1's receive ring until both ports forward.
+            let n = 2 * a.bursts;
+            t.cmd("set nbport 1");
+            t.cmd(&format!("start tx_first {n}"));
+            std::thread::sleep(Duration::from_millis(300));
+            t.cmd("stop");
+            let sent = t.port_stats(0).tx_packets;
+            assert_eq!(sent, n as u64 * 32, "port 0 did not inject every frame");
+            t.cmd("set nbport 2");
+            t.cmd("start");
+        } else {
+            t.cmd(&format!("start tx_first {}", a.bursts));
+        }
     } else {
         t.cmd("start");
     }
@@ -310,7 +366,7 @@ struct Round {
 /// Probes closer than this factor saw the same placement.
 const STEADY: f64 = 1.3;
 
-/// (a) (`fwd` "io", `reps` pairs) and (a') ("5tswap"): both loops set up
+/// (a), (a') or (a'') as `lp` says, `reps` pairs: both loops set up
 /// once, side by side, and measured in alternation (ABBA order), so that
 /// each pair of rounds sees the same machine. memifd's two ports are
 /// adaptive: busy they poll exactly as in polling mode, idle (while the
@@ -320,11 +376,12 @@ fn run_loops(
     a: &Args,
     ns: &str,
     dir: &Path,
-    fwd: &str,
+    lp: Loop,
     reps: usize,
 ) -> (Vec<(Round, Round)>, String) {
     let pid = std::process::id();
-    let d = Daemon::start(&a.memifd, &dir.join(format!("memifd-{fwd}")), "0");
+    let tag = lp.tag;
+    let d = Daemon::start(&a.memifd, &dir.join(format!("memifd-{tag}")), "0");
     let net = format!("dp-bench-{pid}");
     attach(
         &d,
@@ -345,36 +402,36 @@ fn run_loops(
         RxMode::Adaptive,
     );
     let (s0, s1) = (
-        format!("dp-bench-{pid}-{fwd}-m0"),
-        format!("dp-bench-{pid}-{fwd}-m1"),
+        format!("dp-bench-{pid}-{tag}-m0"),
+        format!("dp-bench-{pid}-{tag}-m1"),
     );
     let mut mid = Testpmd::start(TestpmdOpts {
         label: "middle",
-        prefix: format!("dp-bench-{pid}-{fwd}-mid"),
+        prefix: format!("dp-bench-{pid}-{tag}-mid"),
         netns: Some(ns),
         ports: vec![("server", s0.clone()), ("server", s1.clone())],
         lcores: (1, 0),
         args: vec!["--forward-mode=io".into(), "--burst=32".into()],
-        out: dir.join(format!("middle-{fwd}.out")),
+        out: dir.join(format!("middle-{tag}.out")),
     });
-    let mut via_memifd = loop_testpmd(ns, dir, fwd, "memifd", "memif-b0", "memif-b1");
-    let mut via_mid = loop_testpmd(ns, dir, fwd, "testpmd", &s0, &s1);
+    let mut via_memifd = loop_testpmd(ns, dir, lp, "memifd", "memif-b0", "memif-b1");
+    let mut via_mid = loop_testpmd(ns, dir, lp, "testpmd", &s0, &s1);
     let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
     let mut pairs = Vec::new();
     for rep in 0..reps {
-        let first = rep == 0;
+        let inject = (rep == 0).then_some(lp);
         let memifd_round = |t: &mut Testpmd| {
             if only == "testpmd" {
                 return Round::default();
             }
-            round(a, t, first)
+            round(a, t, inject)
         };
         let testpmd_round = |mid: &mut Testpmd, t: &mut Testpmd| {
             if only == "memifd" {
                 return Round::default();
             }
             mid.cmd("start");
-            let r = round(a, t, first);
+            let r = round(a, t, inject);
             mid.cmd("stop");
             r
         };
@@ -386,7 +443,7 @@ fn run_loops(
             (memifd_round(&mut via_memifd), t)
         };
         eprintln!(
-            "{fwd} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
+            "{tag} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
             rep + 1,
             m.pps / 1e6,
             m.place,
@@ -733,13 +790,16 @@ fn main() {
     ns.add(&pod_ns);
     let knss = setup_kernel(&mut ns, &pid.to_string());
 
-    let (pairs, drops) = run_loops(&a, &pod_ns, &dir, "io", a.reps);
-    eprintln!("memifd drops at the receiving port: {drops}");
-    let swap = (a.swap_reps > 0).then(|| {
-        let (p, drops) = run_loops(&a, &pod_ns, &dir, "5tswap", a.swap_reps);
-        eprintln!("memifd drops at the receiving port (5tswap): {drops}");
-        p
-    });
+    let diagnostic = |lp: Loop, reps: usize| {
+        (reps > 0).then(|| {
+            let (p, drops) = run_loops(&a, &pod_ns, &dir, lp, reps);
+            eprintln!("memifd drops at the receiving port ({}): {drops}", lp.tag);
+            p
+        })
+    };
+    let pairs = diagnostic(IO, a.reps.max(1)).expect("(a) runs");
+    let both = diagnostic(IO_BOTH, a.both_reps);
+    let swap = diagnostic(SWAP, a.swap_reps);
     let mut kernel = Vec::new();
     for rep in 0..a.kernel_reps {
         let k = run_kernel(&a, &knss);
@@ -754,12 +814,12 @@ fn main() {
     // band the kernel runs saw.
     let r_k = io.slow_memifd / k;
     println!(
-        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (b) median of {} runs",
-        a.reps, a.swap_reps, a.kernel_reps
+        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (a'') {}, (b) median of {} runs",
+        a.reps, a.both_reps, a.swap_reps, a.kernel_reps
     );
     println!("| measure | value | ratio | target |");
     println!("|---|---:|---:|---:|");
-    io.print("(a) io loop", ">= 1.0");
+    io.print("(a) io loop from port 0", ">= 1.0");
     println!(
         "| (a) memifd / testpmd, the worse placement | | {} | >= 1.0 {} |",
         io.worst_text(),
@@ -769,11 +829,19 @@ fn main() {
             Some(_) => "NOT MET",
         }
     );
+    if let Some(p) = both {
+        let b = Bands::of(&p);
+        b.print("(a') io loop from both ports (diagnostic)", "");
+        println!(
+            "| (a') memifd / testpmd, the worse placement (memifd one-sided, the cross-connect two-sided) | | {} | |",
+            b.worst_text()
+        );
+    }
     if let Some(p) = swap {
         let sw = Bands::of(&p);
-        sw.print("(a') 5tswap loop (diagnostic)", "");
+        sw.print("(a'') 5tswap loop from both ports (diagnostic)", "");
         println!(
-            "| (a') memifd / testpmd, the worse placement (both paths two-sided) | | {} | |",
+            "| (a'') memifd / testpmd, the worse placement (both paths two-sided) | | {} | |",
             sw.worst_text()
         );
     }
