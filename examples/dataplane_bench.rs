@@ -790,16 +790,16 @@ fn main() {
     ns.add(&pod_ns);
     let knss = setup_kernel(&mut ns, &pid.to_string());
 
-    let diagnostic = |lp: Loop, reps: usize| {
+    let loops = |lp: Loop, reps: usize| {
         (reps > 0).then(|| {
             let (p, drops) = run_loops(&a, &pod_ns, &dir, lp, reps);
             eprintln!("memifd drops at the receiving port ({}): {drops}", lp.tag);
             p
         })
     };
-    let pairs = diagnostic(IO, a.reps.max(1)).expect("(a) runs");
-    let both = diagnostic(IO_BOTH, a.both_reps);
-    let swap = diagnostic(SWAP, a.swap_reps);
+    let pairs = loops(IO, a.reps.max(1)).expect("(a) runs at least one pair");
+    let both = loops(IO_BOTH, a.both_reps);
+    let swap = loops(SWAP, a.swap_reps);
     let mut kernel = Vec::new();
     for rep in 0..a.kernel_reps {
         let k = run_kernel(&a, &knss);
@@ -829,20 +829,27 @@ fn main() {
             Some(_) => "NOT MET",
         }
     );
-    if let Some(p) = both {
+    let diagnostics = [
+        (
+            both,
+            "(a')",
+            "io loop from both ports",
+            "memifd one-sided, the cross-connect two-sided",
+        ),
+        (
+            swap,
+            "(a'')",
+            "5tswap loop from both ports",
+            "both paths two-sided",
+        ),
+    ];
+    for (p, tag, what, paths) in diagnostics {
+        let Some(p) = p else { continue };
         let b = Bands::of(&p);
-        b.print("(a') io loop from both ports (diagnostic)", "");
+        b.print(&format!("{tag} {what} (diagnostic)"), "");
         println!(
-            "| (a') memifd / testpmd, the worse placement (memifd one-sided, the cross-connect two-sided) | | {} | |",
+            "| {tag} memifd / testpmd, the worse placement ({paths}) | | {} | |",
             b.worst_text()
-        );
-    }
-    if let Some(p) = swap {
-        let sw = Bands::of(&p);
-        sw.print("(a'') 5tswap loop from both ports (diagnostic)", "");
-        println!(
-            "| (a'') memifd / testpmd, the worse placement (both paths two-sided) | | {} | |",
-            sw.worst_text()
         );
     }
     println!(
