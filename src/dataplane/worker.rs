@@ -456,12 +456,12 @@ impl Plane {
         // copy when the first buffer holds them; else gathered.
         let mut n = len.min(FAST_PEEK);
         let d0 = descs[0];
-        let fast = d0.length as usize >= n
+        let fixed = d0.length as usize >= n
             && regions.get(d0.region as usize).is_some_and(|r| {
                 let h: &mut [u8; FAST_PEEK] = (&mut sc.head[..FAST_PEEK]).try_into().expect("size");
                 r.read_fixed(d0.offset as usize, h)
             });
-        if !fast {
+        if !fixed {
             gather(regions, descs, 0, &mut sc.head[..n]);
         }
         let (mode, net) = {
@@ -554,23 +554,28 @@ impl Plane {
     }
 
     /// The common case, decided and written in fewer steps: a one-buffer
-    /// frame from port `src` (`ctx`), whose first [`FAST_PEEK`] bytes
-    /// `lanes` were read once from `region` at `off` (`len` of them the
-    /// frame's), carrying a unicast IP packet (from the pod's learned MAC,
-    /// on ethernet) to a pod of the same mode. The decision reads the
-    /// lanes in registers, nothing is staged in memory. False, having done
-    /// nothing, for anything else: the general path ([`Plane::forward`])
-    /// takes it.
+    /// frame (descriptor `d`, `len` bytes) from the port `ctx` describes, whose
+    /// first [`FAST_PEEK`] bytes are read once into registers, carrying a
+    /// unicast IP packet (from the pod's learned MAC, on ethernet) to a pod
+    /// of the same mode. The decision reads the lanes in registers, nothing
+    /// is staged in memory. False, having done nothing, for anything else:
+    /// the general path ([`Plane::forward`]) takes it.
     #[inline]
     fn forward_lanes(
         &mut self,
         ctx: &SrcCtx,
         q: usize,
-        lanes: [u128; 4],
+        regions: &[Arc<Region>],
+        d: Desc,
         len: usize,
-        region: &Region,
-        off: usize,
     ) -> bool {
+        let off = d.offset as usize;
+        let Some(region) = regions.get(d.region as usize) else {
+            return false;
+        };
+        let Some(lanes) = region.read_lanes(off) else {
+            return false;
+        };
         let ethernet = ctx.mode == Mode::Ethernet;
         // Frames from a MAC not (yet) the learned one go the general way,
         // which learns it.
@@ -1241,16 +1246,12 @@ impl Worker {
             for f in frames.iter() {
                 bytes += f.len as u64;
                 let len = f.len as usize;
-                if f.count == 1 {
-                    let d = descs[f.first as usize];
-                    if let Some(r) = regions.get(d.region as usize) {
-                        if let Some(lanes) = r.read_lanes(d.offset as usize) {
-                            let off = d.offset as usize;
-                            if self.plane.forward_lanes(&ctx, qi, lanes, len, r, off) {
-                                continue;
-                            }
-                        }
-                    }
+                if f.count == 1
+                    && self
+                        .plane
+                        .forward_lanes(&ctx, qi, regions, descs[f.first as usize], len)
+                {
+                    continue;
                 }
                 let d = &descs[f.first as usize..(f.first + f.count) as usize];
                 self.plane.forward(&mut refs, slot, qi, regions, d, len);
