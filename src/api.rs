@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calico::interfaces::Resolved;
+pub use crate::calico::interfaces::{MaxSpec, RxMode};
+use crate::calico::ports::PortRange;
+pub use crate::ids::AttachmentId;
 use crate::memif::wire::Mode;
-use crate::spec::ports::PortRange;
 
 /// The version of this API. Bumped on any incompatible change.
 pub const API_VERSION: u32 = 1;
@@ -26,10 +29,12 @@ pub const DEFAULT_SOCKET: &str = "/run/memif-cni/memifd.sock";
 /// Largest request or reply line accepted, in bytes.
 pub const MAX_MESSAGE: usize = 4 << 20;
 
-/// Identity of an attachment, as the CNI spec defines it.
+/// Identity of an attachment, as the CNI spec defines it. Also the shape
+/// of a `cni.dev/valid-attachments` entry (which spells `containerID`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentKey {
+    #[serde(alias = "containerID")]
     pub container_id: String,
     pub ifname: String,
 }
@@ -37,44 +42,6 @@ pub struct AttachmentKey {
 impl std::fmt::Display for AttachmentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.container_id, self.ifname)
-    }
-}
-
-/// How the dataplane reads an interface's rx rings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RxMode {
-    /// Busy-poll the rings: lowest latency, one core at 100%.
-    Polling,
-    /// Sleep until the peer signals the ring's eventfd.
-    Interrupt,
-    /// Poll while traffic flows, fall back to interrupts when idle.
-    #[default]
-    Adaptive,
-}
-
-impl std::str::FromStr for RxMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<RxMode, String> {
-        match s {
-            "polling" => Ok(RxMode::Polling),
-            "interrupt" => Ok(RxMode::Interrupt),
-            // CalicoVPP's "default" leaves the choice to the dataplane.
-            "adaptive" | "default" => Ok(RxMode::Adaptive),
-            other => Err(format!(
-                "unknown rx mode {other:?} (expected polling, interrupt, adaptive or default)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for RxMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RxMode::Polling => "polling",
-            RxMode::Interrupt => "interrupt",
-            RxMode::Adaptive => "adaptive",
-        })
     }
 }
 
@@ -104,6 +71,22 @@ pub struct MemifSpec {
     /// The memif's MAC (ethernet mode), `aa:bb:cc:dd:ee:ff`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+impl MemifSpec {
+    /// The memif memifd is asked to serve for a resolved interface spec
+    /// (the other keys at their defaults).
+    pub fn from_resolved(r: &Resolved) -> MemifSpec {
+        MemifSpec {
+            mode: r.mode(),
+            rx_queues: r.rx,
+            tx_queues: r.tx,
+            rx_ring_size: r.rxqsz,
+            tx_ring_size: r.txqsz,
+            rx_mode: r.rx_mode,
+            ..MemifSpec::default()
+        }
+    }
 }
 
 impl Default for MemifSpec {
@@ -167,9 +150,6 @@ impl AttachRequest {
     }
 }
 
-/// One valid attachment in a GC request (`cni.dev/valid-attachments`).
-pub type ValidAttachment = AttachmentKey;
-
 /// Requests, tagged by `op`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -190,7 +170,7 @@ pub enum Request {
     /// Drop every attachment of `network` that is not in `valid`.
     Gc {
         network: String,
-        valid: Vec<ValidAttachment>,
+        valid: Vec<AttachmentKey>,
     },
     /// The pod's memif-related annotations from the Kubernetes API.
     PodAnnotations(PodRef),
@@ -311,8 +291,8 @@ pub struct ConnectionInfo {
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentInfo {
     pub request: AttachRequest,
-    /// memifd's id for the listener socket (VPP's socket-id).
-    pub socket_id: u32,
+    /// memifd's number for the attachment (VPP's socket-id).
+    pub socket_id: AttachmentId,
     /// The listener's fd in memifd, -1 if it is not bound.
     pub listener_fd: i32,
     /// Unix seconds when the attachment was created.
@@ -321,27 +301,6 @@ pub struct AttachmentInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionInfo>,
     pub stats: IfStats,
-}
-
-/// The node-wide upper bound of interface specs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MaxSpec {
-    pub rx_queues: u16,
-    pub tx_queues: u16,
-    pub ring_size: u32,
-    pub buffer_size: u32,
-}
-
-impl Default for MaxSpec {
-    fn default() -> MaxSpec {
-        MaxSpec {
-            rx_queues: 16,
-            tx_queues: 16,
-            ring_size: 16384,
-            buffer_size: 65536,
-        }
-    }
 }
 
 /// memifd's health.
@@ -537,7 +496,7 @@ impl Client {
     pub fn gc(
         &mut self,
         network: String,
-        valid: Vec<ValidAttachment>,
+        valid: Vec<AttachmentKey>,
     ) -> Result<Vec<AttachmentKey>, ClientError> {
         match self.call(Request::Gc { network, valid })? {
             Reply::Collected { removed } => Ok(removed),

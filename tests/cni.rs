@@ -421,7 +421,7 @@ fn example_network_configs_parse() {
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         memif_cni::cni::version::check(&conf.cni_version).unwrap();
         if let Some(spec) = conf.default_spec().unwrap() {
-            memif_cni::spec::interfaces::resolve(&[&spec], &Default::default())
+            memif_cni::calico::interfaces::resolve(&[&spec], &Default::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
         seen += 1;

@@ -25,11 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use memif_cni::api::{AttachRequest, IfStats, MemifSpec, RxMode, UplinkStatus};
-use memif_cni::ctl::packet::{self, Mac, Net, L4};
 use memif_cni::dataplane::uplink::tun_name;
+use memif_cni::mac::Mac;
 use memif_cni::memif::socket::Channel;
 use memif_cni::memif::wire::Mode;
 use memif_cni::memif::{PacketBuf, SlaveConfig, SlaveConnection, SocketAddr};
+use memif_cni::packet::{self, Net, L4};
 use memifd_common::*;
 use testpmd::{Testpmd, TestpmdOpts};
 

@@ -946,7 +946,7 @@ fn messages_after_connected_disconnect_the_peer() {
             other => panic!("expected CONNECTED, got {other:?}"),
         }
         let m = s.connected();
-        assert!(m.link.is_up());
+        assert!(m.state.is_up());
         let reason = if name == "late-region" {
             p.refused(&add_region(1, mem.size()), Some(mem.region.fd()))
         } else {
@@ -956,7 +956,7 @@ fn messages_after_connected_disconnect_the_peer() {
         let (id, ev_reason, by_peer) = s.disconnected();
         assert_eq!((id, by_peer), (VICTIM, false));
         assert_eq!(on_wire(&ev_reason), reason);
-        assert!(!m.link.is_up(), "link left up after a protocol violation");
+        assert!(!m.state.is_up(), "link left up after a protocol violation");
         assert_unharmed(&s);
     }
 }
@@ -1003,7 +1003,7 @@ fn victim(name: &str) -> Victim {
 
 impl Victim {
     fn bad(&self) -> u64 {
-        self.m.link.bad_descriptors.load(Ordering::Relaxed)
+        self.m.state.bad_descriptors.load(Ordering::Relaxed)
     }
 
     /// The owner reacts to a ring error as a dataplane would: disconnect
@@ -1014,10 +1014,10 @@ impl Victim {
         let Victim { s, slave, m } = self;
         s.handle.disconnect(VICTIM, reason);
         assert_eq!(wait_master_disconnect(&slave), on_wire(reason));
-        assert!(!slave.link.is_up());
+        assert!(!slave.state.is_up());
         let (id, got, by_peer) = s.disconnected();
         assert_eq!((id, got.as_str(), by_peer), (VICTIM, reason, false));
-        assert!(!m.link.is_up() && !m.rx[0].is_up());
+        assert!(!m.state.is_up() && !m.rx[0].is_up());
         assert_unharmed(&s);
     }
 }

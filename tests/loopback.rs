@@ -51,7 +51,7 @@ fn handshake_reports_names_mode_and_queue_counts() {
     assert_eq!(slave.master_name, "memifd-test");
     assert_eq!(slave.remote_if_name, "pod-eth1");
     assert_eq!((slave.tx.len(), slave.rx.len()), (3, 2));
-    assert!(slave.link.is_up());
+    assert!(slave.state.is_up());
 
     let mut m = s.connected();
     assert_eq!(m.id, 7);
@@ -60,7 +60,7 @@ fn handshake_reports_names_mode_and_queue_counts() {
     assert_eq!((m.rx.len(), m.tx.len()), (3, 2), "rx = s2m, tx = m2s");
     assert_eq!(m.regions.len(), 1);
     assert_eq!(m.regions[0].len(), slave.region.len());
-    assert!(m.link.is_up());
+    assert!(m.state.is_up());
     assert!(m.rx.iter().all(|q| q.is_up()) && m.tx.iter().all(|q| q.is_up()));
     // The slave lays out S2M rings, then M2S rings, back to back.
     let rb = RingRef::bytes_for(5) as u32;
@@ -441,14 +441,14 @@ fn slave_disconnect_then_reconnect() {
     let (id, reason, by_peer) = s.disconnected();
     assert_eq!((id, by_peer), (1, true));
     assert_contains(&reason, "slave going away");
-    assert!(!m.link.is_up());
+    assert!(!m.state.is_up());
     assert!(!m.rx[0].is_up() && !m.tx[0].is_up());
 
     let mut slave = connect_slave(&s.addr, &slave_cfg(1)).expect("reconnect");
     let mut m2 = s.connected();
     assert_eq!(m2.id, 1);
-    assert!(m2.link.is_up());
-    assert!(!m.link.is_up(), "the old connection stays down");
+    assert!(m2.state.is_up());
+    assert!(!m.state.is_up(), "the old connection stays down");
     exchange(&mut m2, &mut slave, 2, 100, 200);
 
     // A slave that vanishes without DISCONNECT is noticed too.
@@ -456,7 +456,7 @@ fn slave_disconnect_then_reconnect() {
     let (id, reason, by_peer) = s.disconnected();
     assert_eq!((id, by_peer), (1, true));
     assert_contains(&reason, "closed");
-    assert!(!m2.link.is_up());
+    assert!(!m2.state.is_up());
     s.assert_serves(1);
 }
 
@@ -470,13 +470,13 @@ fn master_disconnect_reaches_the_slave() {
     assert_eq!(slave.poll_disconnect(), None, "nothing to report yet");
     s.handle.disconnect(1, "operator says bye");
     assert_eq!(wait_master_disconnect(&slave), "operator says bye");
-    assert!(!slave.link.is_up() && !slave.tx[0].is_up());
+    assert!(!slave.state.is_up() && !slave.tx[0].is_up());
     let (id, reason, by_peer) = s.disconnected();
     assert_eq!(
         (id, reason.as_str(), by_peer),
         (1, "operator says bye", false)
     );
-    assert!(!m.link.is_up());
+    assert!(!m.state.is_up());
 
     // Removing an interface disconnects it and makes the id unknown;
     // adding one makes it available.
@@ -579,7 +579,7 @@ fn second_slave_for_a_connected_id_is_refused() {
     s.expect_rejected(None, &reason);
     s.assert_quiet();
 
-    assert!(m.link.is_up() && first.link.is_up());
+    assert!(m.state.is_up() && first.state.is_up());
     assert_eq!(first.poll_disconnect(), None);
     exchange(&mut m, &mut first, 1, 100, 300);
 }
@@ -611,9 +611,9 @@ fn several_interface_ids_on_one_socket_are_isolated() {
     let (m11, s11) = pairs.remove(1);
     s11.disconnect("leaving");
     assert_eq!(s.disconnected(), (11, "peer: leaving".to_string(), true));
-    assert!(!m11.link.is_up());
+    assert!(!m11.state.is_up());
     for (i, (m, slave)) in pairs.iter_mut().enumerate() {
-        assert!(m.link.is_up());
+        assert!(m.state.is_up());
         exchange(m, slave, 500 + i as u32, 20, 64);
     }
     s.assert_serves(11);

@@ -16,8 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{assert_contains, unique_addr, TestServer, MAX_FRAME, WAIT};
-use memif_cni::ctl::packet::{self, Echo, Mac, Net, L4};
+use memif_cni::mac::Mac;
 use memif_cni::memif::{InterfaceConfig, MasterConnection, Mode, PacketBuf, ServerConfig};
+use memif_cni::packet::{self, Echo, Net, L4};
 
 const CLIENT_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0xaa]);
 const MASTER_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0xbb]);
@@ -334,7 +335,7 @@ fn responder_counting(
         let mut bufs = PacketBuf::batch(32, MAX_FRAME);
         let deadline = Instant::now() + 6 * WAIT;
         let mut answered = 0;
-        while m.link.is_up() && Instant::now() < deadline {
+        while m.state.is_up() && Instant::now() < deadline {
             let n = m.rx[0].rx_burst(&mut bufs).unwrap_or(0);
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(1));

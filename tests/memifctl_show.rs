@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use memif_cni::api::{Reply, ReplyEnvelope, Request, RequestEnvelope, API_VERSION};
+use memif_cni::api::{AttachmentId, Reply, ReplyEnvelope, Request, RequestEnvelope, API_VERSION};
 
 use memif_cni::api::{
     AttachRequest, AttachmentInfo, AttachmentKey, ConnectionInfo, IfStats, MaxSpec, MemifSpec,
@@ -56,7 +56,7 @@ fn connected() -> AttachmentInfo {
             }),
             steer: None,
         },
-        socket_id: 3,
+        socket_id: AttachmentId(3),
         listener_fd: 41,
         created: 1_700_000_000,
         connection: Some(ConnectionInfo {
@@ -111,7 +111,7 @@ fn idle() -> AttachmentInfo {
             pod: None,
             steer: None,
         },
-        socket_id: 1,
+        socket_id: AttachmentId(1),
         listener_fd: -1,
         created: 1_700_000_100,
         connection: None,
@@ -142,7 +142,7 @@ fn dual_stack() -> AttachmentInfo {
             }),
             steer: None,
         },
-        socket_id: 12,
+        socket_id: AttachmentId(12),
         listener_fd: 50,
         created: 1_700_000_200,
         connection: None,
@@ -410,7 +410,7 @@ fn binary_renders_what_memifd_reports() {
     // --json: the API data, sorted by socket id.
     let json = ok_stdout(memifctl(&["--api", a, "show", "memif", "--json"]));
     let items: Vec<AttachmentInfo> = serde_json::from_str(&json).unwrap();
-    let ids: Vec<u32> = items.iter().map(|i| i.socket_id).collect();
+    let ids: Vec<u32> = items.iter().map(|i| i.socket_id.0).collect();
     assert_eq!(ids, [1, 3, 12]);
     let json = ok_stdout(memifctl(&[
         "--api", a, "show", "memif", "memif3/0", "--json",

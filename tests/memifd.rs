@@ -147,7 +147,7 @@ fn api_round_trips() {
     assert!(ns2.listeners().is_empty(), "a listener leaked into ns2");
     assert_eq!(
         m.state(),
-        Some(vec![(a.clone(), ia.socket_id)]),
+        Some(vec![(a.clone(), ia.socket_id.0)]),
         "attach answered before the state file had it"
     );
 
@@ -203,7 +203,7 @@ fn api_round_trips() {
         identity(&all),
         identity(&[ia.clone(), ib.clone(), ic.clone()])
     );
-    let sorted: Vec<u32> = all.iter().map(|x| x.socket_id).collect();
+    let sorted: Vec<u32> = all.iter().map(|x| x.socket_id.0).collect();
     assert!(sorted.windows(2).all(|w| w[0] < w[1]), "{sorted:?}");
     let blue = c.list(Some("blue".into())).expect("list blue");
     assert_eq!(identity(&blue), identity(&[ia.clone(), ic.clone()]));
@@ -1012,7 +1012,7 @@ fn sigkill_during_attach_burst_keeps_every_acknowledged_attach() {
     for a in &acked {
         assert_eq!(
             in_state.get(&a.request.key),
-            Some(&a.socket_id),
+            Some(&a.socket_id.0),
             "acknowledged {} is not in the state file",
             a.request.key
         );
@@ -1036,7 +1036,7 @@ fn sigkill_during_attach_burst_keeps_every_acknowledged_attach() {
             a.request.key
         );
     }
-    let ids: BTreeSet<u32> = list.iter().map(|a| a.socket_id).collect();
+    let ids: BTreeSet<u32> = list.iter().map(|a| a.socket_id.0).collect();
     assert_eq!(ids.len(), list.len(), "socket ids are not unique");
     let refs: Vec<&Netns> = nses.iter().collect();
     let list = assert_listeners_match(&m, &refs);
@@ -1112,7 +1112,7 @@ fn concurrent_callers_stay_consistent() {
             .into_iter()
             .map(|t| t.join().unwrap().expect("identical attach"))
             .collect();
-        let ids: BTreeSet<u32> = got.iter().map(|a| a.socket_id).collect();
+        let ids: BTreeSet<u32> = got.iter().map(|a| a.socket_id.0).collect();
         assert_eq!(ids.len(), 1, "identical attaches got socket ids {ids:?}");
         assert!(got.iter().all(|a| a.request == req));
         let n = m
@@ -1289,7 +1289,7 @@ fn concurrent_callers_stay_consistent() {
             );
         }
     }
-    let ids: BTreeSet<u32> = list.iter().map(|a| a.socket_id).collect();
+    let ids: BTreeSet<u32> = list.iter().map(|a| a.socket_id.0).collect();
     assert_eq!(ids.len(), list.len());
     assert_state_matches(&m, &list);
 
@@ -1384,7 +1384,7 @@ fn unusable_state_file_is_moved_aside() {
         let a = c
             .attach(req.clone())
             .expect("attach after a bad state file");
-        assert_eq!(m.state(), Some(vec![(req.clone(), a.socket_id)]));
+        assert_eq!(m.state(), Some(vec![(req.clone(), a.socket_id.0)]));
         assert!(ns.listener_set().contains(&req.socket_name()));
         assert!(c.detach(req.key).unwrap());
     }

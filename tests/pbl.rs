@@ -29,11 +29,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cni_common::*;
-use memif_cni::ctl::packet;
 use memif_cni::dataplane::uplink::{steer_table, tun_name};
 use memif_cni::memif::socket::Channel;
 use memif_cni::memif::wire::Mode;
 use memif_cni::memif::{PacketBuf, SlaveConfig, SlaveConnection, SocketAddr};
+use memif_cni::packet;
 use memifd_common::*;
 use serde_json::{json, Value};
 

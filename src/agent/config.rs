@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{MaxSpec, DEFAULT_SOCKET};
-use crate::spec::gates::{self, FeatureGates};
+use crate::calico::gates::{self, FeatureGates};
 
 /// Where memifd looks for its config file when none is named.
 pub const DEFAULT_CONFIG: &str = "/etc/memif-cni/memifd.json";

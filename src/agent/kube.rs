@@ -39,7 +39,7 @@ use kube::config::{
 use kube::{Api, Client, Config};
 
 use crate::api::PodRef;
-use crate::cni::error::chain;
+use crate::logging::error_chain;
 
 /// Annotation key prefixes memifd reads; everything else stays private to
 /// the pod.
@@ -245,7 +245,9 @@ impl PodLookup {
         let result = self.get_annotations(pod, &id).await;
         match &result {
             Ok(a) => tracing::debug!(pod = %id, count = a.len(), "pod annotations read"),
-            Err(e) => tracing::warn!(pod = %id, error = %chain(e), "pod annotations lookup failed"),
+            Err(e) => {
+                tracing::warn!(pod = %id, error = %error_chain(e), "pod annotations lookup failed")
+            }
         }
         result
     }
@@ -459,7 +461,7 @@ impl super::AnnotationSource for PodLookup {
         Box::pin(async move {
             PodLookup::annotations(self, pod)
                 .await
-                .map_err(|e| chain(&e))
+                .map_err(|e| error_chain(&e))
         })
     }
 }
@@ -482,7 +484,7 @@ pub async fn discover_source(
             None
         }
         Err(e) => {
-            tracing::error!(error = %chain(&e), "Kubernetes configuration is broken; running without pod annotation lookups");
+            tracing::error!(error = %error_chain(&e), "Kubernetes configuration is broken; running without pod annotation lookups");
             None
         }
     }
@@ -582,7 +584,7 @@ mod tests {
                 code: 404,
             }),
         );
-        let s = chain(&e);
+        let s = error_chain(&e);
         assert!(s.starts_with("pod demo/app not found: "), "{s}");
         // The API's own message follows, through the cause chain.
         assert!(s.contains("not found: ApiError: "), "{s}");

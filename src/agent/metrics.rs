@@ -1,18 +1,22 @@
 //! The Prometheus metrics endpoint (off by default).
 //!
 //! [`render`] writes memifd's state in the Prometheus text exposition format
-//! 0.0.4; [`serve`] answers `GET /metrics` with it on a TCP listener. The
-//! server is deliberately minimal: one request per connection, a bounded
-//! request head read under a timeout, a bounded number of connections, and
-//! nothing but `/metrics`.
+//! 0.0.4; [`serve`] answers `GET /metrics` with it on a TCP listener, with
+//! hyper's HTTP/1 server: bounded request heads read under a timeout, a
+//! bounded number of connections, and nothing but `/metrics`.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE as CT};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::api::{AttachmentInfo, StatusInfo};
@@ -205,10 +209,9 @@ pub fn escape_label(v: &str) -> String {
     s
 }
 
-/// Serves `GET /metrics` on `listener` until the future is dropped (which
-/// also ends every connection in progress); anything else gets 404. Minimal
-/// HTTP/1.1: one request per connection, answered with
-/// `Content-Type: text/plain; version=0.0.4` and `Connection: close`.
+/// Serves `GET /metrics` (and `HEAD`) on `listener` until the future is
+/// dropped (which also ends every connection in progress); other paths get
+/// 404, other methods 405. Every answer says `Connection: close`.
 ///
 /// Returns only when the listener itself fails; errors of single
 /// connections and transient accept errors (e.g. out of file descriptors)
@@ -240,8 +243,21 @@ where
         }
         let snapshot = Arc::clone(&snapshot);
         conns.spawn(async move {
-            if let Err(e) = handle(stream, move || snapshot()).await {
-                tracing::debug!(%peer, error = %e, "metrics connection failed");
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let snapshot = Arc::clone(&snapshot);
+                async move { Ok::<_, Infallible>(answer(&req, || snapshot())) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IO_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .keep_alive(false)
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(IO_TIMEOUT * 2, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection failed"),
+                Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
             }
         });
     }
@@ -260,7 +276,7 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// What a request head asks for.
+/// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Metrics,
@@ -268,135 +284,48 @@ enum Route {
     NotFound,
     /// A method other than GET or HEAD.
     BadMethod,
-    BadRequest,
 }
 
-/// Parses the request line: `METHOD target HTTP/1.x`.
-fn route(head: &[u8]) -> (Route, bool) {
-    let line_end = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(head.len());
-    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-        return (Route::BadRequest, false);
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return (Route::BadRequest, false);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return (Route::BadRequest, false);
-    }
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return (Route::BadMethod, false);
-    }
-    let path = target.split('?').next().unwrap_or("");
-    if path == "/metrics" {
-        (Route::Metrics, head_only)
+fn route(method: &Method, path: &str) -> Route {
+    if method != Method::GET && method != Method::HEAD {
+        Route::BadMethod
+    } else if path == "/metrics" {
+        Route::Metrics
     } else {
-        (Route::NotFound, head_only)
+        Route::NotFound
     }
 }
 
-/// Reads up to the end of the request head (`\r\n\r\n`); `Ok(None)` when
-/// the head exceeds [`MAX_REQUEST_HEAD`].
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the end of the request head",
-            ));
-        }
-        // Search only where the terminator can newly appear.
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-async fn handle<F>(mut stream: TcpStream, snapshot: F) -> io::Result<()>
+/// The answer to one request (hyper leaves the body out for `HEAD`).
+fn answer<F>(req: &Request<Incoming>, snapshot: F) -> Response<Full<Bytes>>
 where
     F: FnOnce() -> (StatusInfo, Vec<AttachmentInfo>),
 {
-    let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timed out"))??;
-    // A head cut short leaves unread input; closing over it would reset
-    // the connection and the client might never see our answer.
-    let linger = head.is_none();
-    let (status, extra, body, head_only) = match head {
-        None => (
-            "431 Request Header Fields Too Large",
-            "",
-            "request head too large\n".to_string(),
-            false,
+    let (status, body, content_type) = match route(req.method(), req.uri().path()) {
+        Route::Metrics => {
+            let (s, items) = snapshot();
+            (StatusCode::OK, render(&s, &items), CONTENT_TYPE)
+        }
+        Route::NotFound => (
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n".to_string(),
+            "text/plain; charset=utf-8",
         ),
-        Some(head) => match route(&head) {
-            (Route::Metrics, head_only) => {
-                let (s, items) = snapshot();
-                ("200 OK", "", render(&s, &items), head_only)
-            }
-            (Route::NotFound, head_only) => (
-                "404 Not Found",
-                "",
-                "not found; metrics are at /metrics\n".to_string(),
-                head_only,
-            ),
-            (Route::BadMethod, _) => (
-                "405 Method Not Allowed",
-                "Allow: GET, HEAD\r\n",
-                "method not allowed\n".to_string(),
-                false,
-            ),
-            (Route::BadRequest, _) => ("400 Bad Request", "", "bad request\n".to_string(), false),
-        },
+        Route::BadMethod => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".to_string(),
+            "text/plain; charset=utf-8",
+        ),
     };
-    let content_type = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        reply.extend_from_slice(body.as_bytes());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CT, HeaderValue::from_static(content_type));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
-    tokio::time::timeout(IO_TIMEOUT, async {
-        stream.write_all(&reply).await?;
-        stream.shutdown().await
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "writing the answer timed out"))??;
-    if linger {
-        // Bounded in time and bytes: discard what the client still sends.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let mut sink = [0u8; 4096];
-            let mut left = 1usize << 20;
-            while left > 0 {
-                match stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        })
-        .await;
-    }
-    Ok(())
+    r
 }
 
 #[cfg(test)]
@@ -407,6 +336,8 @@ mod tests {
     };
     use crate::memif::wire::Mode;
     use std::collections::BTreeMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn status(attachments: usize, connected: usize) -> StatusInfo {
         StatusInfo {
@@ -441,7 +372,7 @@ mod tests {
                 }),
                 steer: None,
             },
-            socket_id: 1,
+            socket_id: crate::ids::AttachmentId(1),
             listener_fd: 7,
             created: 1_700_000_000,
             connection: None,
@@ -577,25 +508,12 @@ memif_disconnects_total{{{L2}}} 0
     }
 
     #[test]
-    fn routes_request_lines() {
-        assert_eq!(
-            route(b"GET /metrics HTTP/1.1\r\n\r\n"),
-            (Route::Metrics, false)
-        );
-        assert_eq!(
-            route(b"GET /metrics?name[]=x HTTP/1.0\r\n\r\n"),
-            (Route::Metrics, false)
-        );
-        assert_eq!(
-            route(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
-            (Route::Metrics, true)
-        );
-        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n").0, Route::NotFound);
-        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n").0, Route::NotFound);
-        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n").0, Route::BadMethod);
-        assert_eq!(route(b"GET /metrics\r\n\r\n").0, Route::BadRequest);
-        assert_eq!(route(b"GET /metrics SPDY/3\r\n\r\n").0, Route::BadRequest);
-        assert_eq!(route(b"\xff\xfe\r\n\r\n").0, Route::BadRequest);
+    fn routes_requests() {
+        assert_eq!(route(&Method::GET, "/metrics"), Route::Metrics);
+        assert_eq!(route(&Method::HEAD, "/metrics"), Route::Metrics);
+        assert_eq!(route(&Method::GET, "/"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/metricsx"), Route::NotFound);
+        assert_eq!(route(&Method::POST, "/metrics"), Route::BadMethod);
     }
 
     /// Sends `request` raw and returns everything the server sent until it
@@ -666,8 +584,27 @@ memif_disconnects_total{{{L2}}} 0
         let reply = exchange(addr, &huge).await;
         assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
 
-        // Only the one GET /metrics (and the HEAD) took a snapshot.
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Not HTTP/1: refused before any snapshot.
+        for bad in [
+            &b"GET /metrics\r\n\r\n"[..],
+            b"GET /metrics SPDY/3\r\n\r\n",
+            b"\xff\xfe\r\n\r\n",
+        ] {
+            let reply = exchange(addr, bad).await;
+            assert!(
+                reply.is_empty() || reply.starts_with("HTTP/1.1 400 "),
+                "{reply}"
+            );
+        }
+        // The query string does not change the path.
+        let reply = exchange(addr, b"GET /metrics?name[]=x HTTP/1.0\r\n\r\n").await;
+        assert!(
+            reply.starts_with("HTTP/1.0 200 ") || reply.starts_with("HTTP/1.1 200 "),
+            "{reply}"
+        );
+
+        // Only the GETs of /metrics (and the HEAD) took a snapshot.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert!(!server.is_finished());
         server.abort();
     }

@@ -23,7 +23,7 @@ pub const STATE_VERSION: u32 = 1;
 #[serde(rename_all = "camelCase")]
 pub struct Persisted {
     pub request: AttachRequest,
-    pub socket_id: u32,
+    pub socket_id: crate::ids::AttachmentId,
     pub created: u64,
 }
 
@@ -142,7 +142,7 @@ mod tests {
                 pod: None,
                 steer: None,
             },
-            socket_id: 7,
+            socket_id: crate::ids::AttachmentId(7),
             created: 1,
         }
     }

@@ -9,14 +9,7 @@ use memif_cni::cni::env::Env;
 use memif_cni::cni::plugin;
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEMIF_CNI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    memif_cni::logging::init(None, "MEMIF_CNI_LOG", "info", false);
     let env = Env::from_process();
     let mut stdin = Vec::new();
     // VERSION and the about line need no stdin; a closed stdin is empty.

@@ -51,7 +51,7 @@ fn api_path(cli: &Cli) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ctl::init_logging(cli.log.as_deref());
+    memif_cni::logging::init(cli.log.as_deref(), "MEMIF_LOG", "info", true);
     match &cli.cmd {
         Cmd::Peer(o) => match ctl::peer::run(o) {
             Ok(r) => {
@@ -63,12 +63,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("memifctl peer: {e}");
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    eprintln!("  caused by: {s}");
-                    src = s.source();
-                }
+                report_error("peer", &e, None);
                 ExitCode::FAILURE
             }
         },

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use memif_cni::agent::{self, api_server, config::Config, error_chain, Agent};
-use memif_cni::spec::gates;
+use memif_cni::agent::{self, api_server, config::Config, Agent};
+use memif_cni::calico::gates;
+use memif_cni::logging::error_chain;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +45,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    memif_cni::ctl::init_logging(cli.log.as_deref());
+    memif_cni::logging::init(cli.log.as_deref(), "MEMIF_LOG", "info", true);
     let gates_env = std::env::var(gates::ENV).ok();
     let mut cfg = match Config::load(cli.config.as_deref(), gates_env.as_deref()) {
         Ok(c) => c,
@@ -137,7 +138,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping (state kept for the next start)"),
         _ = term.recv() => tracing::info!("terminated; stopping (state kept for the next start)"),
     }
-    agent.shutdown();
+    agent.shutdown().await;
     let _ = std::fs::remove_file(&agent.config().api_socket);
     Ok(())
 }

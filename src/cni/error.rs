@@ -91,16 +91,11 @@ pub fn invalid_env(msg: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_ENV, msg)
 }
 
-/// An error with its whole `source` chain in one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+impl From<crate::calico::interfaces::SpecError> for CniError {
+    /// A bad spec is a bad config (7).
+    fn from(e: crate::calico::interfaces::SpecError) -> CniError {
+        invalid_config(e.msg)
     }
-    s
 }
 
 #[cfg(test)]

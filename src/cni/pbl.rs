@@ -27,8 +27,8 @@ use super::error::{code, invalid_config, CniError};
 use super::plugin::{log, memifd_error, write_device_info, Plugin};
 use super::types::{CniResult, Interface};
 use crate::api::{AttachRequest, ClientError, ErrorCode};
-use crate::spec::interfaces::{self, SpecEntry};
-use crate::spec::ports::{self, EXTRA_MEMIF_PORTS_ANNOTATION, EXTRA_MEMIF_SPEC_ANNOTATION};
+use crate::calico::interfaces::{self, SpecEntry};
+use crate::calico::ports::{self, EXTRA_MEMIF_PORTS_ANNOTATION, EXTRA_MEMIF_SPEC_ANNOTATION};
 
 /// The listener of a PBL memif: `@vpp/memif-<ifname>`, as CalicoVPP.
 pub fn socket_name(ifname: &str) -> String {
@@ -134,7 +134,7 @@ impl Plugin<'_> {
             network: self.conf.name.clone(),
             netns: netns.clone(),
             socket: Some(socket.clone()),
-            spec: spec.memif_spec(),
+            spec: crate::api::MemifSpec::from_resolved(&spec),
             ips: ips.clone(),
             pod: Some(pod),
             steer: Some(ranges.clone()),
@@ -187,7 +187,7 @@ impl Plugin<'_> {
                 "DEL {}/{} (pbl): memifd detach failed ({}); memifd drops it when the netns is gone on its next start, or on GC",
                 self.env.container_id,
                 self.env.ifname,
-                super::error::chain(&e)
+                crate::logging::error_chain(&e)
             ),
         }
         if let Some(path) = &self.conf.runtime_config.device_info_file {

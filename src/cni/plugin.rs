@@ -15,15 +15,17 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use super::env::Env;
-use super::error::{chain, code, invalid_config, CniError};
+use super::error::{code, invalid_config, CniError};
 use super::ipam::Ipam;
 use super::types::{CniResult, Interface, IpConfig, NetConf};
 use super::version::{self, Version};
 use crate::api::{
     AttachRequest, AttachmentKey, Client, ClientError, ErrorCode, StatusInfo, DEFAULT_SOCKET,
 };
-use crate::link::{self, DummySpec, LinkError};
-use crate::spec::interfaces::{self, SpecEntry, INTERFACES_SPEC_ANNOTATION};
+use crate::calico::interfaces::{self, SpecEntry, INTERFACES_SPEC_ANNOTATION};
+use crate::link::{dummy, DummySpec, LinkError, LinkThread};
+use crate::logging::error_chain;
+use crate::mac::Mac;
 
 /// Default memifd API timeout.
 const MEMIFD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +98,7 @@ fn dispatch(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
         conf: &conf,
         stdin,
         version: v,
+        pod_link: std::cell::OnceCell::new(),
     };
     match env.command.as_str() {
         "ADD" => p.add(),
@@ -114,6 +117,8 @@ pub(super) struct Plugin<'a> {
     pub(super) conf: &'a NetConf,
     pub(super) stdin: &'a [u8],
     pub(super) version: Version,
+    /// The one netlink connection in the pod's netns, opened on first use.
+    pub(super) pod_link: std::cell::OnceCell<LinkThread>,
 }
 
 /// What ADD has done so far, undone in reverse on failure.
@@ -132,7 +137,7 @@ pub(super) fn memifd_error(what: &str, e: ClientError) -> CniError {
                 "memifd is not reachable ({what}): is the memifd DaemonSet running on this node?"
             ),
         )
-        .with_details(chain(&e)),
+        .with_details(error_chain(&e)),
         ClientError::Api(a) => {
             let c = match a.code {
                 ErrorCode::InvalidSpec | ErrorCode::BadRequest => code::INVALID_CONFIG,
@@ -143,7 +148,10 @@ pub(super) fn memifd_error(what: &str, e: ClientError) -> CniError {
             };
             CniError::new(c, format!("memifd {what}: {}", a.message))
         }
-        other => CniError::new(code::MEMIFD, format!("memifd {what}: {}", chain(&other))),
+        other => CniError::new(
+            code::MEMIFD,
+            format!("memifd {what}: {}", error_chain(&other)),
+        ),
     }
 }
 
@@ -154,7 +162,7 @@ fn link_error(e: LinkError) -> CniError {
         LinkError::Netns(_) => code::UNKNOWN_CONTAINER,
         _ => code::NETLINK,
     };
-    CniError::new(c, chain(&e))
+    CniError::new(c, error_chain(&e))
 }
 
 pub(super) fn log(msg: impl AsRef<str>) {
@@ -194,6 +202,22 @@ impl Plugin<'_> {
                 Ipam::find(t, &self.env.path).map(Some)
             }
         }
+    }
+
+    /// Runs `f` with netlink inside the pod's netns `netns` (one thread
+    /// and socket there for the whole process).
+    fn in_netns<T: Send + 'static>(
+        &self,
+        netns: &Path,
+        f: impl FnOnce(&crate::link::Netlink) -> Result<T, LinkError> + Send + 'static,
+    ) -> Result<T, LinkError> {
+        if self.pod_link.get().is_none() {
+            let l = LinkThread::open(Some(netns))?;
+            let _ = self.pod_link.set(l);
+        }
+        let l = self.pod_link.get().expect("just set");
+        debug_assert_eq!(l.netns(), Some(netns));
+        l.call(move |nl| f(nl))
     }
 
     pub(super) fn netns(&self) -> Result<&Path, CniError> {
@@ -290,7 +314,7 @@ impl Plugin<'_> {
         let netns = self.netns()?.to_path_buf();
         let mac = match &self.conf.runtime_config.mac {
             None => None,
-            Some(m) => Some(link::parse_mac(m).ok_or_else(|| {
+            Some(m) => Some(m.parse::<Mac>().map_err(|_| {
                 invalid_config(format!(
                     "runtimeConfig.mac {m:?} is not of the form aa:bb:cc:dd:ee:ff"
                 ))
@@ -320,7 +344,7 @@ impl Plugin<'_> {
         &self,
         c: &mut Client,
         netns: &Path,
-        mac: Option<[u8; 6]>,
+        mac: Option<Mac>,
         spec: interfaces::Resolved,
         undo: &mut Undo,
     ) -> Result<String, CniError> {
@@ -345,7 +369,9 @@ impl Plugin<'_> {
             addrs: addrs.clone(),
             routes,
         };
-        let made = link::create_dummy(netns, &dummy).map_err(link_error)?;
+        let made = self
+            .in_netns(netns, move |nl| dummy::create_dummy(nl, &dummy))
+            .map_err(link_error)?;
         undo.dummy = Some(netns.to_path_buf());
 
         let req = AttachRequest {
@@ -353,7 +379,7 @@ impl Plugin<'_> {
             network: self.conf.name.clone(),
             netns: netns.to_path_buf(),
             socket: None,
-            spec: spec.memif_spec(),
+            spec: crate::api::MemifSpec::from_resolved(&spec),
             ips: addrs,
             pod: self.env.pod(),
             steer: None,
@@ -370,7 +396,7 @@ impl Plugin<'_> {
         let idx = res.interfaces.len();
         res.interfaces.push(Interface {
             name: made.name.clone(),
-            mac: Some(made.mac.clone()),
+            mac: Some(made.mac.to_string()),
             mtu: Some(made.mtu),
             sandbox: Some(netns.display().to_string()),
             socket_path: Some(socket.clone()),
@@ -411,12 +437,13 @@ impl Plugin<'_> {
     fn rollback(&self, c: &mut Client, undo: Undo) {
         if undo.attached {
             if let Err(e) = c.detach(self.key()) {
-                tracing::warn!("rollback: memifd detach failed: {}", chain(&e));
+                tracing::warn!("rollback: memifd detach failed: {}", error_chain(&e));
             }
         }
         if let Some(p) = undo.dummy {
-            if let Err(e) = link::delete_dummy(&p, &self.env.ifname) {
-                tracing::warn!("rollback: deleting the dummy failed: {}", chain(&e));
+            let ifname = self.env.ifname.clone();
+            if let Err(e) = self.in_netns(&p, move |nl| dummy::delete_dummy(nl, &ifname)) {
+                tracing::warn!("rollback: deleting the dummy failed: {}", error_chain(&e));
             }
         }
         if let Some(ipam) = undo.ipam {
@@ -446,15 +473,20 @@ impl Plugin<'_> {
                 "DEL {}/{}: memifd detach failed ({}); memifd drops it when the netns is gone on its next start, or on GC",
                 self.env.container_id,
                 self.env.ifname,
-                chain(&e)
+                error_chain(&e)
             ),
         }
         let mut first_err = None;
         if let Some(ns) = self.env.netns.as_deref().filter(|p| p.exists()) {
-            match link::delete_dummy(ns, &self.env.ifname) {
+            let ifname = self.env.ifname.clone();
+            match self.in_netns(ns, move |nl| dummy::delete_dummy(nl, &ifname)) {
                 Ok(_) => {}
                 Err(LinkError::Netns(e)) => {
-                    tracing::warn!("DEL: netns {} not usable: {}", ns.display(), chain(&e))
+                    tracing::warn!(
+                        "DEL: netns {} not usable: {}",
+                        ns.display(),
+                        error_chain(&e)
+                    )
                 }
                 Err(e) => first_err = Some(link_error(e)),
             }
@@ -486,7 +518,9 @@ impl Plugin<'_> {
             .iter()
             .position(|i| &i.name == ifname)
             .ok_or_else(|| mismatch(format!("prevResult has no interface {ifname:?}")))?;
-        let st = link::inspect(netns, ifname)
+        let name = ifname.clone();
+        let st = self
+            .in_netns(netns, move |nl| dummy::inspect(nl, &name))
             .map_err(link_error)?
             .ok_or_else(|| mismatch(format!("{ifname} is missing from {}", netns.display())))?;
         if st.kind.as_deref() != Some("dummy") {
@@ -499,7 +533,7 @@ impl Plugin<'_> {
             return Err(mismatch(format!("{ifname} is down")));
         }
         if let Some(mac) = &prev.interfaces[idx].mac {
-            if !mac.eq_ignore_ascii_case(&st.mac) {
+            if !mac.eq_ignore_ascii_case(&st.mac.to_string()) {
                 return Err(mismatch(format!(
                     "{ifname} has MAC {}, prevResult says {mac}",
                     st.mac
@@ -550,7 +584,7 @@ impl Plugin<'_> {
         let st = self
             .client()
             .and_then(|mut c| c.status())
-            .map_err(|e| unavailable(format!("memifd is not reachable: {}", chain(&e))))?;
+            .map_err(|e| unavailable(format!("memifd is not reachable: {}", error_chain(&e))))?;
         if !st.memif_enabled {
             return Err(unavailable(
                 "memif is disabled on this node (feature gate memifEnabled is false)".into(),
@@ -570,17 +604,7 @@ impl Plugin<'_> {
     }
 
     fn gc(&self) -> Result<(), CniError> {
-        let valid: Vec<AttachmentKey> = self
-            .conf
-            .valid_attachments
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| AttachmentKey {
-                container_id: v.container_id,
-                ifname: v.ifname,
-            })
-            .collect();
+        let valid: Vec<AttachmentKey> = self.conf.valid_attachments.clone().unwrap_or_default();
         let mut errors = Vec::new();
         match self
             .client()

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::error::{code, invalid_config, CniError};
 use super::version::Version;
-use crate::spec::interfaces::SpecEntry;
+use crate::calico::interfaces::SpecEntry;
 
 /// The default memif interface-name prefix.
 pub const DEFAULT_PREFIX: &str = "memif";
@@ -45,7 +45,7 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     /// GC: the attachments to keep.
     #[serde(default, rename = "cni.dev/valid-attachments")]
-    pub valid_attachments: Option<Vec<ValidAttachment>>,
+    pub valid_attachments: Option<Vec<crate::api::AttachmentKey>>,
 
     // This plugin's keys (see conf/README.md).
     /// memifd's API socket.
@@ -91,15 +91,6 @@ pub struct Args {
     pub cni: Map<String, Value>,
 }
 
-/// One entry of `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ValidAttachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
 impl NetConf {
     /// Parses stdin: code 6 when it is not JSON, code 7 when a key has the
     /// wrong type.
@@ -133,7 +124,10 @@ impl NetConf {
     pub fn default_spec(&self) -> Result<Option<SpecEntry>, CniError> {
         match &self.interface_spec {
             None => Ok(None),
-            Some(v) => SpecEntry::from_value(v, "network config interfaceSpec").map(Some),
+            Some(v) => Ok(Some(SpecEntry::from_value(
+                v,
+                "network config interfaceSpec",
+            )?)),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::mac::Mac;
 use crate::memif::master::InterfaceConfig;
 use crate::memif::queue::PacketBuf;
 use crate::memif::server::{self, ServerConfig, ServerEvent};
@@ -137,42 +138,33 @@ pub enum PeerError {
 /// A generated UDP/IPv4 frame of `size` bytes (ethernet or ip mode). The
 /// addresses are from the benchmarking range and never leave shared memory.
 pub fn udp_frame(mode: Mode, size: usize, seq: u32) -> Vec<u8> {
-    let l2 = if mode == Mode::Ethernet { 14 } else { 0 };
-    let size = size.max(l2 + 28);
+    use crate::packet::{build, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, PROTO_UDP, UDP_HLEN};
+    let l2 = if mode == Mode::Ethernet { ETH_HLEN } else { 0 };
+    let size = size.max(l2 + IPV4_HLEN + UDP_HLEN);
     let mut f = vec![0u8; size];
     if l2 > 0 {
-        f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        build::eth_header_into(
+            &mut f,
+            Mac([0x02, 0, 0, 0, 0, 0x02]),
+            Mac([0x02, 0, 0, 0, 0, 0x01]),
+            ETHERTYPE_IPV4,
+        );
     }
     let ip = &mut f[l2..];
-    let ip_len = ip.len().min(u16::MAX as usize) as u16;
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
-    let csum = ipv4_checksum(&ip[..20]);
-    ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    ip[20..22].copy_from_slice(&9u16.to_be_bytes());
-    ip[22..24].copy_from_slice(&9u16.to_be_bytes());
-    ip[24..26].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    let payload = ip.len().min(u16::MAX as usize) - IPV4_HLEN - UDP_HLEN;
+    build::ipv4_header_into(
+        ip,
+        [198, 18, 0, 1].into(),
+        [198, 18, 0, 2].into(),
+        PROTO_UDP,
+        64,
+        UDP_HLEN + payload,
+    );
+    build::udp_header_into(&mut ip[IPV4_HLEN..], 9, 9, payload);
     if ip.len() >= 32 {
         ip[28..32].copy_from_slice(&seq.to_be_bytes());
     }
     f
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// Both roles' queues behind one interface for the loop.
@@ -202,8 +194,8 @@ impl Queues {
     }
     fn is_up(&self) -> bool {
         match self {
-            Queues::Master(c) => c.link.is_up(),
-            Queues::Slave(c) => c.link.is_up(),
+            Queues::Master(c) => c.state.is_up(),
+            Queues::Slave(c) => c.state.is_up(),
         }
     }
     /// Polling: ask the producer not to signal us.
@@ -402,7 +394,7 @@ mod tests {
         let f = udp_frame(Mode::Ethernet, 64, 7);
         assert_eq!(f.len(), 64);
         assert_eq!(&f[12..14], &[8, 0]);
-        assert_eq!(ipv4_checksum(&f[14..34]), 0);
+        assert_eq!(crate::packet::checksum::checksum(&f[14..34]), 0);
         let f = udp_frame(Mode::Ip, 100, 7);
         assert_eq!(f[0], 0x45);
         assert_eq!(u16::from_be_bytes([f[2], f[3]]), 100);

@@ -211,7 +211,7 @@ pub fn render_memif(items: &[AttachmentInfo], only: Option<&str>) -> String {
 
     // One row per listener socket; memifd serves one interface per socket,
     // but count them as VPP does.
-    let mut sockets: BTreeMap<u32, (&AttachmentInfo, usize)> = BTreeMap::new();
+    let mut sockets: BTreeMap<crate::ids::AttachmentId, (&AttachmentInfo, usize)> = BTreeMap::new();
     for a in &sel {
         sockets.entry(a.socket_id).or_insert((a, 0)).1 += 1;
     }

@@ -1,47 +1,40 @@
-//! rtnetlink inside a pod netns: the dummy interface that holds the pod's
-//! addresses (created, inspected, deleted), its /32 and /128 addresses and
-//! device routes, and the IPv6 sysctls.
+//! All of memif-cni's kernel networking, on one netlink stack (the
+//! rtnetlink / netlink-packet-route crates):
 //!
-//! Every operation runs on a dedicated thread that has entered the netns
-//! (`netns::run_in`), with its own netlink socket (a socket belongs to the
-//! netns it was created in) and a single-threaded runtime for rtnetlink.
+//! - [`dummy`]: the pod's dummy interface (created, inspected, deleted),
+//!   its /32 and /128 addresses and device routes;
+//! - [`route`]: host routes, routes in other tables and the PBL policy
+//!   rules, with the dumps the stale-rule clean-up needs;
+//! - [`tun`]: the uplink TUN devices;
+//! - [`sysctl`]: the few sysctls memif-cni writes;
+//! - [`host`]: [`HostNet`], what the dataplane asks of the host's kernel,
+//!   with its real implementation and a recording fake for tests.
+//!
+//! [`Netlink`] is synchronous: one netlink socket and a single-threaded
+//! runtime that drives rtnetlink's futures to completion on the calling
+//! thread. A socket belongs to the network namespace it was created in, so
+//! a `Netlink` lives on a [`LinkThread`]: a thread that entered the
+//! namespace (a pod's, for the plugin, which keeps one for the whole
+//! process; the host's, for memifd) and runs every request there. Callers
+//! block until their request is answered; memifd makes them off its async
+//! workers.
 
-use std::net::IpAddr;
-use std::path::Path;
+pub mod dummy;
+pub mod host;
+pub mod route;
+pub mod sysctl;
+pub mod tun;
 
-use futures_util::TryStreamExt;
-use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{Handle, LinkDummy, LinkUnspec, RouteMessageBuilder};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
-use crate::netns::{self, NetnsError};
+pub use dummy::{DummySpec, LinkState};
+pub use host::{HostNet, KernelHost};
 
-/// What to create.
-#[derive(Debug, Clone, Default)]
-pub struct DummySpec {
-    pub name: String,
-    pub mac: Option<[u8; 6]>,
-    pub mtu: Option<u32>,
-    /// Each becomes a /32 or /128.
-    pub addrs: Vec<IpAddr>,
-    /// Device routes (no gateway) through the dummy.
-    pub routes: Vec<IpNetwork>,
-}
+pub use route::{HostRoute, SteerRule};
+pub use tun::Tun;
 
-/// A link as found in the netns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkState {
-    pub index: u32,
-    pub name: String,
-    /// `dummy`, `veth`, ...; `None` for kinds without link info (`lo`).
-    pub kind: Option<String>,
-    pub mac: String,
-    pub mtu: u32,
-    pub up: bool,
-    pub addrs: Vec<IpNetwork>,
-}
+use crate::netns::{NetnsError, NetnsGuard};
 
 /// Link errors.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +48,38 @@ pub enum LinkError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("netlink {op} failed: {msg}")]
-    Netlink { op: String, msg: String },
+    Netlink { op: String, msg: String, errno: i32 },
+    #[error("cannot create TUN device {name}")]
+    Tun {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
 
-fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+impl LinkError {
+    /// The errno of a failed netlink request (0 for other errors).
+    pub fn errno(&self) -> i32 {
+        match self {
+            LinkError::Netlink { errno, .. } => *errno,
+            _ => 0,
+        }
+    }
+}
+
+/// Maps an rtnetlink error of operation `op`.
+pub(crate) fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     move |e| LinkError::Netlink {
         op: op.into(),
+        errno: errno(&e),
         msg: match &e {
             rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
             other => other.to_string(),
@@ -70,257 +87,144 @@ fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     }
 }
 
-fn errno(e: &rtnetlink::Error) -> i32 {
+pub(crate) fn errno(e: &rtnetlink::Error) -> i32 {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.raw_code().abs(),
         _ => 0,
     }
 }
 
-/// Runs `f` with a netlink handle inside `netns`.
-fn with_handle<T, F, Fut>(netns: &Path, f: F) -> Result<T, LinkError>
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, LinkError>>,
-{
-    netns::run_in(Some(netns), move || {
+/// A netlink connection in the calling thread's network namespace, used
+/// synchronously. Not for async contexts: its calls block.
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a `NETLINK_ROUTE` socket in the current thread's namespace.
+    pub fn open() -> Result<Netlink, LinkError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()
             .map_err(|e| LinkError::Other(format!("netlink runtime: {e}")))?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection()
-                .map_err(|e| LinkError::Other(format!("netlink socket: {e}")))?;
-            let task = tokio::spawn(conn);
-            let r = f(handle).await;
-            task.abort();
-            r
+        let (conn, handle, _) = rt
+            .block_on(async { rtnetlink::new_connection() })
+            .map_err(|e| LinkError::Other(format!("netlink socket: {e}")))?;
+        // Driven whenever a request is (a current-thread runtime runs its
+        // tasks inside block_on).
+        rt.spawn(conn);
+        Ok(Netlink { rt, handle })
+    }
+
+    /// Runs `f` with the handle to completion. The kernel answers at once;
+    /// a lost answer would hang, so every request is bounded.
+    pub(crate) fn run<T, F>(
+        &self,
+        op: &str,
+        f: impl FnOnce(rtnetlink::Handle) -> F,
+    ) -> Result<T, LinkError>
+    where
+        F: std::future::Future<Output = Result<T, LinkError>>,
+    {
+        let fut = f(self.handle.clone());
+        self.rt.block_on(async {
+            match tokio::time::timeout(NETLINK_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(LinkError::Other(format!(
+                    "netlink {op}: no answer in {NETLINK_TIMEOUT:?}"
+                ))),
+            }
         })
-    })?
-}
-
-async fn get(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, LinkError> {
-    let mut s = handle.link().get().match_name(name.to_string()).execute();
-    match s.try_next().await {
-        Ok(m) => Ok(m),
-        Err(e) if errno(&e) == nix::libc::ENODEV => Ok(None),
-        Err(e) => Err(nl(format!("get link {name}"))(e)),
     }
 }
 
-async fn state(handle: &Handle, msg: LinkMessage) -> Result<LinkState, LinkError> {
-    let mut st = LinkState {
-        index: msg.header.index,
-        name: String::new(),
-        kind: None,
-        mac: String::new(),
-        mtu: 0,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        addrs: Vec::new(),
-    };
-    for a in msg.attributes {
-        match a {
-            LinkAttribute::IfName(n) => st.name = n,
-            LinkAttribute::Mtu(m) => st.mtu = m,
-            LinkAttribute::Address(b) => {
-                st.mac = b
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            }
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        st.kind = Some(k.to_string());
+/// How long a netlink request may take.
+pub const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Job = Box<dyn FnOnce(&mut Netlink) + Send>;
+
+/// A thread inside a network namespace holding one netlink connection, for
+/// every request made there. It entered the namespace through a guard and
+/// ends (leaving it, and closing the socket off any async context) when
+/// the `LinkThread` is dropped.
+pub struct LinkThread {
+    netns: Option<PathBuf>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LinkThread {
+    /// Starts the thread in `netns` (`None`: the caller's namespace) and
+    /// opens the connection there.
+    pub fn open(netns: Option<&Path>) -> Result<LinkThread, LinkError> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready, ready_rx) = mpsc::channel::<Result<(), LinkError>>();
+        let path = netns.map(Path::to_path_buf);
+        let thread = std::thread::Builder::new()
+            .name("netlink".into())
+            .spawn(move || {
+                let _guard = match path.as_deref().map(NetnsGuard::enter).transpose() {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into()));
+                        return;
                     }
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut addrs = handle
-        .address()
-        .get()
-        .set_link_index_filter(st.index)
-        .execute();
-    while let Some(m) = addrs.try_next().await.map_err(nl("get addresses"))? {
-        let len = m.header.prefix_len;
-        for a in m.attributes {
-            if let AddressAttribute::Address(ip) = a {
-                if let Ok(n) = IpNetwork::new(ip, len) {
-                    // Link-local IPv6 addresses are the kernel's, not ours.
-                    if !matches!(n, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80) {
-                        st.addrs.push(n);
+                };
+                let mut nl = match Netlink::open() {
+                    Ok(nl) => nl,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
                     }
+                };
+                let _ = ready.send(Ok(()));
+                for job in rx {
+                    job(&mut nl);
                 }
-            }
-        }
-    }
-    Ok(st)
-}
-
-/// The link named `name` in `netns`, if any.
-pub fn inspect(netns: &Path, name: &str) -> Result<Option<LinkState>, LinkError> {
-    let name = name.to_string();
-    with_handle(netns, move |h| async move {
-        match get(&h, &name).await? {
-            None => Ok(None),
-            Some(m) => state(&h, m).await.map(Some),
-        }
-    })
-}
-
-fn write_sysctl(path: &str, value: &str) -> Result<(), LinkError> {
-    std::fs::write(path, value).map_err(|e| LinkError::Other(format!("cannot write {path}: {e}")))
-}
-
-/// Creates the dummy with its addresses and routes, up. On any failure the
-/// link is deleted again before the error is returned.
-pub fn create_dummy(netns: &Path, spec: &DummySpec) -> Result<LinkState, LinkError> {
-    let spec = spec.clone();
-    with_handle(netns, move |h| async move {
-        if get(&h, &spec.name).await?.is_some() {
-            return Err(LinkError::Exists(spec.name.clone()));
-        }
-        let mut b = LinkDummy::new(&spec.name);
-        if let Some(mac) = spec.mac {
-            b = b.append_extra_attribute(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(mtu) = spec.mtu {
-            b = b.append_extra_attribute(LinkAttribute::Mtu(mtu));
-        }
-        if let Err(e) = h.link().add(b.build()).execute().await {
-            return Err(match errno(&e) {
-                nix::libc::EOPNOTSUPP => LinkError::NoDummy,
-                nix::libc::EEXIST => LinkError::Exists(spec.name.clone()),
-                _ => nl(format!("create dummy {}", spec.name))(e),
-            });
-        }
-        let r = configure(&h, &spec).await;
-        match r {
-            Ok(st) => Ok(st),
-            Err(e) => {
-                if let Ok(Some(m)) = get(&h, &spec.name).await {
-                    let _ = h.link().del(m.header.index).execute().await;
-                }
-                Err(e)
-            }
-        }
-    })
-}
-
-async fn configure(h: &Handle, spec: &DummySpec) -> Result<LinkState, LinkError> {
-    let msg = get(h, &spec.name)
-        .await?
-        .ok_or_else(|| LinkError::Other(format!("{} vanished after creation", spec.name)))?;
-    let index = msg.header.index;
-    if spec.addrs.iter().any(IpAddr::is_ipv6) {
-        for scope in ["all", "default", "lo", spec.name.as_str()] {
-            write_sysctl(
-                &format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"),
-                "0",
-            )?;
-        }
-        // Keep the /128 when the pod sets the link down and up again (the
-        // kernel drops IPv6 addresses on down otherwise).
-        write_sysctl(
-            &format!("/proc/sys/net/ipv6/conf/{}/keep_addr_on_down", spec.name),
-            "1",
-        )?;
-    }
-    for ip in &spec.addrs {
-        let len = if ip.is_ipv4() { 32 } else { 128 };
-        let mut req = h.address().add(index, *ip, len);
-        if ip.is_ipv6() {
-            // No duplicate address detection: the address is the pod's
-            // alone and must be usable at once.
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        req.execute()
-            .await
-            .map_err(nl(format!("add address {ip}/{len} to {}", spec.name)))?;
-    }
-    h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(nl(format!("set {} up", spec.name)))?;
-    for r in &spec.routes {
-        let msg = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(r.network(), r.prefix())
-            .map_err(|e| LinkError::Other(format!("route {r}: {e}")))?
-            .output_interface(index)
-            .scope(if r.is_ipv4() {
-                RouteScope::Link
-            } else {
-                RouteScope::Universe
             })
-            .build();
-        match h.route().add(msg).execute().await {
-            Ok(()) => {}
-            // The same route twice (e.g. two IPs in one range) is one route.
-            Err(e) if errno(&e) == nix::libc::EEXIST => {}
-            Err(e) => return Err(nl(format!("add route {r} dev {}", spec.name))(e)),
-        }
-    }
-    let msg = get(h, &spec.name)
-        .await?
-        .ok_or_else(|| LinkError::Other(format!("{} vanished", spec.name)))?;
-    state(h, msg).await
-}
-
-/// Deletes the link `name` if it exists and is a dummy. Returns whether it
-/// deleted one; a link of another kind is left alone (and reported).
-pub fn delete_dummy(netns: &Path, name: &str) -> Result<bool, LinkError> {
-    let name = name.to_string();
-    with_handle(netns, move |h| async move {
-        let Some(m) = get(&h, &name).await? else {
-            return Ok(false);
+            .map_err(|e| LinkError::Netns(NetnsError::Thread(e.to_string())))?;
+        let r = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(LinkError::Netns(NetnsError::Thread("panicked".into()))));
+        let link = LinkThread {
+            netns: netns.map(Path::to_path_buf),
+            jobs: Some(jobs),
+            thread: Some(thread),
         };
-        let is_dummy = m.attributes.iter().any(|a| {
-            matches!(a, LinkAttribute::LinkInfo(i) if i.iter().any(|x| matches!(x, LinkInfo::Kind(InfoKind::Dummy))))
-        });
-        if !is_dummy {
-            return Err(LinkError::Other(format!(
-                "{name} in the pod netns is not a dummy interface; left alone"
-            )));
-        }
-        match h.link().del(m.header.index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if errno(&e) == nix::libc::ENODEV => Ok(false),
-            Err(e) => Err(nl(format!("delete {name}"))(e)),
-        }
-    })
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
+        r.map(|()| link)
     }
-    parts.next().is_none().then_some(out)
+
+    /// The namespace this thread works in (`None`: where it was started).
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    /// Runs `f` on the thread and returns its result.
+    pub fn call<T, F>(&self, f: F) -> Result<T, LinkError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Netlink) -> Result<T, LinkError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let gone = || LinkError::Netns(NetnsError::Thread("the netlink thread is gone".into()));
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(move |nl| {
+                let _ = tx.send(f(nl));
+            }))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn macs() {
-        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 10, 255, 0, 1]));
-        assert_eq!(parse_mac("02:00:0a:ff:00"), None);
-        assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
-        assert_eq!(parse_mac("2:00:0a:ff:00:01"), None);
-        assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
+impl Drop for LinkThread {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

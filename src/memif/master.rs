@@ -10,7 +10,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::queue::{Link, MasterRx, MasterTx, Notifier, DEFAULT_MAX_FRAME};
+use super::queue::{ConnState, MasterRx, MasterTx, Notifier, DEFAULT_MAX_FRAME};
 use super::shm::{Region, RingRef, ShmError, MAX_LOG2_RING_SIZE};
 use super::socket::Received;
 use super::wire::{AddRing, Disconnect, Hello, Init, Message, Mode, VERSION};
@@ -125,7 +125,7 @@ pub struct MasterConnection {
     pub rx: Vec<MasterRx>,
     /// One per M2S ring: what we send.
     pub tx: Vec<MasterTx>,
-    pub link: Arc<Link>,
+    pub state: Arc<ConnState>,
     pub s2m_rings: Vec<RingInfo>,
     pub m2s_rings: Vec<RingInfo>,
     /// The control channel's fd number in the server (for `show memif`);
@@ -354,7 +354,7 @@ impl Handshake {
             })
             .collect::<Result<_, _>>()?;
         let regions: Arc<[Arc<Region>]> = regions.into();
-        let link = Link::new_up();
+        let state = ConnState::new_up();
         let ring = |dir: &str, r: &AddRing| -> Result<RingRef, Reject> {
             let rr = RingRef::new(
                 regions[r.region as usize].clone(),
@@ -380,7 +380,7 @@ impl Handshake {
                 rr,
                 regions.clone(),
                 Notifier::new(fd),
-                link.clone(),
+                state.clone(),
                 cfg.limits.max_frame,
             ));
         }
@@ -391,7 +391,7 @@ impl Handshake {
                 rr,
                 regions.clone(),
                 Notifier::new(fd),
-                link.clone(),
+                state.clone(),
                 cfg.limits.max_frame,
             ));
         }
@@ -404,7 +404,7 @@ impl Handshake {
             regions,
             rx,
             tx,
-            link,
+            state,
             s2m_rings,
             m2s_rings,
             control_fd: -1,

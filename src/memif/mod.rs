@@ -2,7 +2,7 @@
 //!
 //! - [`wire`]: the 128-byte control messages;
 //! - [`socket`]: `SOCK_SEQPACKET` control channels with fd passing;
-//! - [`shm`]: regions and rings in shared memory (the crate's only `unsafe`);
+//! - [`shm`]: regions and rings in shared memory (its `unsafe` is confined here);
 //! - [`queue`]: burst rx/tx on rings for master and slave;
 //! - [`master`]: the master handshake as a state machine;
 //! - [`server`]: a master socket served by a thread;
@@ -18,7 +18,8 @@ pub mod wire;
 
 pub use master::{InterfaceConfig, Limits, MasterConnection};
 pub use queue::{
-    Link, MasterRx, MasterTx, PacketBuf, Pushed, QueueStats, RingError, RxFrame, SlaveRx, SlaveTx,
+    ConnState, MasterRx, MasterTx, PacketBuf, Pushed, QueueStats, RingError, RxFrame, SlaveRx,
+    SlaveTx,
 };
 pub use server::{ServerConfig, ServerEvent, ServerHandle};
 pub use slave::{SlaveConfig, SlaveConnection, SlaveError};

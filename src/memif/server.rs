@@ -17,9 +17,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::master::{
     Handshake, InterfaceConfig, Limits, Lookup, MasterConnection, Outcome, Reject,
 };
-use super::queue::Link;
+use super::queue::ConnState;
 use super::socket::{Channel, Listener, SocketAddr, SocketError};
 use super::wire::{Disconnect, Message};
+use crate::ids::AttachmentId;
 use std::sync::Arc;
 
 /// Disconnect code we send with our reasons.
@@ -65,19 +66,16 @@ pub enum ServerEvent {
     Rejected { id: Option<u32>, reason: String },
 }
 
-/// memifd's number for a listener socket (VPP's socket-id).
-pub type SocketId = u32;
-
 /// Receives what happens on the sockets, on the server thread: keep it
 /// short (forward to a channel).
-pub type EventSink = Box<dyn FnMut(SocketId, ServerEvent) + Send>;
+pub type EventSink = Box<dyn FnMut(AttachmentId, ServerEvent) + Send>;
 
 enum Cmd {
-    AddSocket(SocketId, Listener, Vec<InterfaceConfig>),
-    RemoveSocket(SocketId, Option<mpsc::Sender<()>>),
-    Add(SocketId, InterfaceConfig),
-    Remove(SocketId, u32),
-    Disconnect(SocketId, u32, String),
+    AddSocket(AttachmentId, Listener, Vec<InterfaceConfig>),
+    RemoveSocket(AttachmentId, Option<mpsc::Sender<()>>),
+    Add(AttachmentId, InterfaceConfig),
+    Remove(AttachmentId, u32),
+    Disconnect(AttachmentId, u32, String),
     Shutdown,
 }
 
@@ -134,30 +132,30 @@ impl Server {
     /// Serves `listener` (already bound, possibly inside another netns) as
     /// socket `id` with the given interfaces. An existing socket `id` is
     /// replaced (its connections closed).
-    pub fn add_socket(&self, id: SocketId, listener: Listener, ifaces: Vec<InterfaceConfig>) {
+    pub fn add_socket(&self, id: AttachmentId, listener: Listener, ifaces: Vec<InterfaceConfig>) {
         self.send(Cmd::AddSocket(id, listener, ifaces))
     }
     /// Closes socket `id`, its listener and every connection on it.
-    pub fn remove_socket(&self, id: SocketId) {
+    pub fn remove_socket(&self, id: AttachmentId) {
         self.send(Cmd::RemoveSocket(id, None))
     }
     /// Like [`Server::remove_socket`], and returns a receiver that gets a
     /// message once the listener is closed, so its name can be bound again.
-    pub fn remove_socket_acked(&self, id: SocketId) -> mpsc::Receiver<()> {
+    pub fn remove_socket_acked(&self, id: AttachmentId) -> mpsc::Receiver<()> {
         let (tx, rx) = mpsc::channel();
         self.send(Cmd::RemoveSocket(id, Some(tx)));
         rx
     }
     /// Serves a new interface id on socket `sock`.
-    pub fn add_interface(&self, sock: SocketId, cfg: InterfaceConfig) {
+    pub fn add_interface(&self, sock: AttachmentId, cfg: InterfaceConfig) {
         self.send(Cmd::Add(sock, cfg))
     }
     /// Stops serving an id (disconnecting its peer).
-    pub fn remove_interface(&self, sock: SocketId, id: u32) {
+    pub fn remove_interface(&self, sock: AttachmentId, id: u32) {
         self.send(Cmd::Remove(sock, id))
     }
     /// Disconnects the peer of `id` with a reason (e.g. a bad descriptor).
-    pub fn disconnect(&self, sock: SocketId, id: u32, reason: impl Into<String>) {
+    pub fn disconnect(&self, sock: AttachmentId, id: u32, reason: impl Into<String>) {
         self.send(Cmd::Disconnect(sock, id, reason.into()))
     }
 }
@@ -185,7 +183,7 @@ impl std::fmt::Debug for ServerHandle {
     }
 }
 
-const ONLY_SOCKET: SocketId = 0;
+const ONLY_SOCKET: AttachmentId = AttachmentId(0);
 
 impl ServerHandle {
     /// Serves a new interface id on this socket.
@@ -238,16 +236,16 @@ struct Iface {
 }
 
 struct Conn {
-    sock: SocketId,
+    sock: AttachmentId,
     chan: Channel,
     hs: Handshake,
     deadline: Option<Instant>,
-    link: Option<Arc<Link>>,
+    state: Option<Arc<ConnState>>,
 }
 
 struct Loop {
     cfg: ServerConfig,
-    sockets: HashMap<SocketId, Sock>,
+    sockets: HashMap<AttachmentId, Sock>,
     conns: HashMap<u64, Conn>,
     next_token: u64,
     sink: EventSink,
@@ -256,7 +254,7 @@ struct Loop {
 impl Loop {
     fn run(&mut self, wake: &EventFd, cmds: mpsc::Receiver<Cmd>) {
         loop {
-            let socks: Vec<SocketId> = self.sockets.keys().copied().collect();
+            let socks: Vec<AttachmentId> = self.sockets.keys().copied().collect();
             let tokens: Vec<u64> = self.conns.keys().copied().collect();
             let (ready_wake, ready_listen, ready) = {
                 let mut fds = Vec::with_capacity(1 + socks.len() + tokens.len());
@@ -326,7 +324,7 @@ impl Loop {
         }
     }
 
-    fn tokens_of(&self, sock: SocketId) -> Vec<u64> {
+    fn tokens_of(&self, sock: AttachmentId) -> Vec<u64> {
         self.conns
             .iter()
             .filter(|(_, c)| c.sock == sock)
@@ -392,12 +390,12 @@ impl Loop {
         true
     }
 
-    fn drop_socket(&mut self, id: SocketId, reason: &str) {
+    fn drop_socket(&mut self, id: AttachmentId, reason: &str) {
         for t in self.tokens_of(id) {
             self.close(t, Some(reason.into()), false);
         }
         if let Some(s) = self.sockets.remove(&id) {
-            tracing::debug!(socket = %s.listener.addr(), id, "listener closed");
+            tracing::debug!(socket = %s.listener.addr(), %id, "listener closed");
         }
     }
 
@@ -408,7 +406,7 @@ impl Loop {
         }
     }
 
-    fn accept_all(&mut self, sock: SocketId) {
+    fn accept_all(&mut self, sock: AttachmentId) {
         loop {
             let Some(s) = self.sockets.get(&sock) else {
                 return;
@@ -419,7 +417,7 @@ impl Loop {
                     let pending = self
                         .conns
                         .values()
-                        .filter(|c| c.sock == sock && c.link.is_none())
+                        .filter(|c| c.sock == sock && c.state.is_none())
                         .count();
                     if pending >= self.cfg.max_pending {
                         tracing::warn!(socket = %addr, pending, "too many handshakes in progress; refusing a slave");
@@ -447,7 +445,7 @@ impl Loop {
                             chan,
                             hs,
                             deadline: Some(Instant::now() + self.cfg.handshake_timeout),
-                            link: None,
+                            state: None,
                         },
                     );
                 }
@@ -507,7 +505,7 @@ impl Loop {
                     return;
                 }
                 conn.deadline = None;
-                conn.link = Some(c.link.clone());
+                conn.state = Some(c.state.clone());
                 c.control_fd = conn.chan.as_fd().as_raw_fd();
                 tracing::info!(socket = %sock.listener.addr(), id = c.id, peer = %c.peer_name,
                     s2m = c.rx.len(), m2s = c.tx.len(), regions = c.regions.len(), "memif connected");
@@ -561,9 +559,9 @@ impl Loop {
             }
             None => String::from("?"),
         };
-        match (conn.link, id) {
-            (Some(link), Some(id)) => {
-                link.set_down();
+        match (conn.state, id) {
+            (Some(state), Some(id)) => {
+                state.set_down();
                 tracing::info!(socket = %addr, id, %reason, by_peer, "memif disconnected");
                 (self.sink)(
                     conn.sock,

@@ -1,6 +1,7 @@
 //! Shared memory: regions (memfd mappings) and ring headers inside them.
 //!
-//! This is the only module of the crate with `unsafe`. The memory it maps is
+//! This is the crate's shared-memory `unsafe` (the only other is
+//! [`crate::sys`], two system calls). The memory it maps is
 //! shared with a peer that may rewrite any byte at any time, so:
 //! - no `&`/`&mut` to the mapped bytes ever exists; access is volatile
 //!   (descriptors), atomic (ring indices and flags) or a bulk copy into or out
@@ -10,6 +11,8 @@
 //! - the mapping lives as long as the [`Region`] (held through `Arc` by every
 //!   ring and queue that points into it), so a peer that disconnects or exits
 //!   cannot unmap memory we still read.
+
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr;
@@ -402,18 +405,6 @@ impl Region {
     }
 }
 
-/// Takes ownership of a raw fd the kernel has just created for this process
-/// (from `accept4` or an `SCM_RIGHTS` control message). Kept here so the
-/// crate's `unsafe` stays in one module.
-pub(crate) fn adopt_fd(raw: std::os::fd::RawFd) -> OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: callers pass only descriptors freshly returned by the kernel
-    // to this process (accept4's result, SCM_RIGHTS payloads received with
-    // MSG_CMSG_CLOEXEC) that no other owner holds, so wrapping each in
-    // exactly one OwnedFd gives it exactly one owner that closes it.
-    unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
 /// Whether the CPU has `prefetchw` (CPUID 0x80000001, ECX bit 8), asked
 /// once.
 #[cfg(target_arch = "x86_64")]
@@ -435,52 +426,6 @@ fn has_prefetchw() -> bool {
             yes
         }
     }
-}
-
-/// `TUNSETIFF`: `_IOW('T', 202, int)`.
-const TUNSETIFF: u64 = 0x4004_54ca;
-
-/// `struct ifreq` as `TUNSETIFF` reads and writes it: the name, then the
-/// flags (`ifr_flags`), padded to the union's 24 bytes (40 in all on
-/// 64-bit Linux).
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; 16],
-    flags: i16,
-    _pad: [u8; 22],
-}
-
-/// Attaches an open `/dev/net/tun` fd to the TUN/TAP device `name` with
-/// `flags` (`IFF_TUN`, `IFF_NO_PI`, ...), creating the device if needed.
-/// Returns the device's name as the kernel set it. The uplink (see
-/// `dataplane::uplink`) uses it; it lives here so the crate's `unsafe`
-/// stays in one module.
-pub(crate) fn tun_set_iff(
-    fd: std::os::fd::BorrowedFd<'_>,
-    name: &str,
-    flags: i16,
-) -> nix::Result<String> {
-    let mut req = IfReqFlags {
-        name: [0; 16],
-        flags,
-        _pad: [0; 22],
-    };
-    // At most 15 bytes: the 16th stays NUL.
-    if name.len() > 15 || name.as_bytes().contains(&0) {
-        return Err(nix::Error::EINVAL);
-    }
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: `req` is a live, properly aligned `#[repr(C)]` value of the
-    // size the kernel's `struct ifreq` has (40 bytes: 16 name + 24 union,
-    // checked by the assertion below); TUNSETIFF reads the name and flags
-    // from it and writes the final name back into it, never beyond. `fd`
-    // is a borrowed, open descriptor for the duration of the call.
-    const _: () = assert!(std::mem::size_of::<IfReqFlags>() == 40);
-    let r =
-        unsafe { nix::libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReqFlags) };
-    nix::Error::result(r)?;
-    let end = req.name.iter().position(|&b| b == 0).unwrap_or(16);
-    Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
 }
 
 /// A copy of one ring descriptor (`memif_desc_t`), taken once from shared

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::queue::{BufferLayout, Link, Notifier, SlaveRx, SlaveTx, DEFAULT_MAX_FRAME};
+use super::queue::{BufferLayout, ConnState, Notifier, SlaveRx, SlaveTx, DEFAULT_MAX_FRAME};
 use super::shm::{Region, RingRef, ShmError, MAX_LOG2_RING_SIZE};
 use super::socket::{Channel, SocketAddr, SocketError};
 use super::wire::{AddRegion, AddRing, Disconnect, Init, Message, Mode, RING_FLAG_S2M, VERSION};
@@ -80,7 +80,7 @@ pub struct SlaveConnection {
     pub master_name: String,
     pub remote_if_name: String,
     pub region: Arc<Region>,
-    pub link: Arc<Link>,
+    pub state: Arc<ConnState>,
     chan: Channel,
 }
 
@@ -169,7 +169,7 @@ impl SlaveConnection {
         )?;
         expect_ack(&chan)?;
 
-        let link = Link::new_up();
+        let state = ConnState::new_up();
         let mut tx = Vec::new();
         let mut rx = Vec::new();
         for i in 0..nrings {
@@ -203,7 +203,7 @@ impl SlaveConnection {
                     ring,
                     regions.clone(),
                     notifier,
-                    link.clone(),
+                    state.clone(),
                     layout,
                     cfg.max_frame,
                 ));
@@ -212,7 +212,7 @@ impl SlaveConnection {
                     ring,
                     regions.clone(),
                     notifier,
-                    link.clone(),
+                    state.clone(),
                     layout,
                     cfg.max_frame,
                 ));
@@ -244,14 +244,14 @@ impl SlaveConnection {
             master_name: hello.name,
             remote_if_name,
             region,
-            link,
+            state,
             chan,
         })
     }
 
     /// Sends DISCONNECT with a reason and closes.
     pub fn disconnect(self, reason: &str) {
-        self.link.set_down();
+        self.state.set_down();
         let _ = self.chan.send(
             &Message::Disconnect(Disconnect {
                 code: 0,
@@ -277,7 +277,7 @@ impl SlaveConnection {
             },
             Err(e) => e.to_string(),
         };
-        self.link.set_down();
+        self.state.set_down();
         Some(reason)
     }
 

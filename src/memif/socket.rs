@@ -318,5 +318,5 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
 
 /// Takes ownership of a descriptor the kernel has just handed us.
 fn owned(raw: RawFd) -> OwnedFd {
-    super::shm::adopt_fd(raw)
+    crate::sys::adopt_fd(raw)
 }

@@ -638,7 +638,7 @@ pub fn api_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorCode, St
 pub fn identity(list: &[AttachmentInfo]) -> Vec<(AttachmentKey, u32, AttachRequest)> {
     let mut v: Vec<_> = list
         .iter()
-        .map(|a| (a.request.key.clone(), a.socket_id, a.request.clone()))
+        .map(|a| (a.request.key.clone(), a.socket_id.0, a.request.clone()))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v

@@ -200,7 +200,7 @@ impl TestServer {
         slave.disconnect("test done");
         let (got, reason, by_peer) = self.disconnected();
         assert_eq!((got, by_peer), (id, true), "{reason}");
-        assert!(!m.link.is_up());
+        assert!(!m.state.is_up());
     }
 }
 

@@ -5,11 +5,151 @@
 //! defaults (1, 1, 1024, 1024, false, adaptive). Every value is checked and
 //! an error names the source, the key and the value.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::{MaxSpec, MemifSpec, RxMode};
-use crate::cni::error::{invalid_config, CniError};
 use crate::memif::wire::Mode;
+
+/// A spec that cannot be used: the message names the source, the key and
+/// the value (the plugin returns it as CNI error 7).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct SpecError {
+    pub msg: String,
+}
+
+fn invalid_config(msg: impl Into<String>) -> SpecError {
+    SpecError { msg: msg.into() }
+}
+
+/// How the dataplane reads an interface's rx rings (the `rxMode` key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxMode {
+    /// Busy-poll the rings: lowest latency, one core at 100%.
+    Polling,
+    /// Sleep until the peer signals the ring's eventfd.
+    Interrupt,
+    /// Poll while traffic flows, fall back to interrupts when idle.
+    #[default]
+    Adaptive,
+}
+
+impl std::str::FromStr for RxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RxMode, String> {
+        match s {
+            "polling" => Ok(RxMode::Polling),
+            "interrupt" => Ok(RxMode::Interrupt),
+            // CalicoVPP's "default" leaves the choice to the dataplane.
+            "adaptive" | "default" => Ok(RxMode::Adaptive),
+            other => Err(format!(
+                "unknown rx mode {other:?} (expected polling, interrupt, adaptive or default)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RxMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RxMode::Polling => "polling",
+            RxMode::Interrupt => "interrupt",
+            RxMode::Adaptive => "adaptive",
+        })
+    }
+}
+
+/// The node-wide upper bound of interface specs (memifd's
+/// `maxInterfaceSpec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxSpec {
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub ring_size: u32,
+    pub buffer_size: u32,
+}
+
+impl Default for MaxSpec {
+    fn default() -> MaxSpec {
+        MaxSpec {
+            rx_queues: 16,
+            tx_queues: 16,
+            ring_size: 16384,
+            buffer_size: 65536,
+        }
+    }
+}
+
+/// Which bound a spec breaks ([`MaxSpec::check`]); the plugin and memifd
+/// word it each their own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// Queue counts: 1..=max.
+    RxQueues {
+        value: u16,
+        max: u16,
+    },
+    TxQueues {
+        value: u16,
+        max: u16,
+    },
+    /// Ring sizes: powers of two in 2..=max.
+    RxRingSize {
+        value: u32,
+        max: u32,
+    },
+    TxRingSize {
+        value: u32,
+        max: u32,
+    },
+}
+
+impl Violation {
+    /// The spec key (`vppInterfacesSpec`) the bound is about.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Violation::RxQueues { .. } => "rx",
+            Violation::TxQueues { .. } => "tx",
+            Violation::RxRingSize { .. } => "rxqsz",
+            Violation::TxRingSize { .. } => "txqsz",
+        }
+    }
+}
+
+impl MaxSpec {
+    /// The one check of queue counts and ring sizes against this node's
+    /// maximum, shared by the plugin ([`resolve`]) and memifd.
+    pub fn check(&self, rx: u16, tx: u16, rxqsz: u32, txqsz: u32) -> Result<(), Violation> {
+        let ring_ok = |v: u32| v.is_power_of_two() && v >= 2 && v <= self.ring_size;
+        if rx == 0 || rx > self.rx_queues {
+            return Err(Violation::RxQueues {
+                value: rx,
+                max: self.rx_queues,
+            });
+        }
+        if tx == 0 || tx > self.tx_queues {
+            return Err(Violation::TxQueues {
+                value: tx,
+                max: self.tx_queues,
+            });
+        }
+        if !ring_ok(rxqsz) {
+            return Err(Violation::RxRingSize {
+                value: rxqsz,
+                max: self.ring_size,
+            });
+        }
+        if !ring_ok(txqsz) {
+            return Err(Violation::TxRingSize {
+                value: txqsz,
+                max: self.ring_size,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// The pod annotation with per-interface specs.
 pub const INTERFACES_SPEC_ANNOTATION: &str = "cni.projectcalico.org/vppInterfacesSpec";
@@ -61,26 +201,13 @@ impl Resolved {
             Mode::Ethernet
         }
     }
-
-    /// The memif memifd is asked to serve for this spec.
-    pub fn memif_spec(&self) -> MemifSpec {
-        MemifSpec {
-            mode: self.mode(),
-            rx_queues: self.rx,
-            tx_queues: self.tx,
-            rx_ring_size: self.rxqsz,
-            tx_ring_size: self.txqsz,
-            rx_mode: self.rx_mode,
-            ..MemifSpec::default()
-        }
-    }
 }
 
-fn bad(source: &str, key: &str, v: &Value, why: &str) -> CniError {
+fn bad(source: &str, key: &str, v: &Value, why: &str) -> SpecError {
     invalid_config(format!("{source}: {key}={v} {why}"))
 }
 
-fn count(source: &str, key: &str, v: &Value) -> Result<u16, CniError> {
+fn count(source: &str, key: &str, v: &Value) -> Result<u16, SpecError> {
     match v.as_u64() {
         Some(0) => Err(bad(source, key, v, "must be at least 1")),
         Some(n) if n <= u16::MAX as u64 => Ok(n as u16),
@@ -88,7 +215,7 @@ fn count(source: &str, key: &str, v: &Value) -> Result<u16, CniError> {
     }
 }
 
-fn size(source: &str, key: &str, v: &Value) -> Result<u32, CniError> {
+fn size(source: &str, key: &str, v: &Value) -> Result<u32, SpecError> {
     match v.as_u64() {
         Some(0) => Err(bad(source, key, v, "must be at least 2")),
         Some(n) if n <= u32::MAX as u64 && (n as u32).is_power_of_two() && n >= 2 => Ok(n as u32),
@@ -100,7 +227,7 @@ fn size(source: &str, key: &str, v: &Value) -> Result<u32, CniError> {
 impl SpecEntry {
     /// A spec object as written in the annotation or the network config:
     /// every key must be known and well-typed.
-    pub fn from_value(v: &Value, source: &str) -> Result<SpecEntry, CniError> {
+    pub fn from_value(v: &Value, source: &str) -> Result<SpecEntry, SpecError> {
         let obj = v.as_object().ok_or_else(|| {
             invalid_config(format!("{source}: the spec must be a JSON object, got {v}"))
         })?;
@@ -114,11 +241,11 @@ impl SpecEntry {
     }
 
     /// The spec keys found in `args.cni`; other keys there belong to others.
-    pub fn from_cni_args(m: &Map<String, Value>) -> Result<SpecEntry, CniError> {
+    pub fn from_cni_args(m: &Map<String, Value>) -> Result<SpecEntry, SpecError> {
         Self::from_map(m, "args.cni")
     }
 
-    fn from_map(m: &Map<String, Value>, source: &str) -> Result<SpecEntry, CniError> {
+    fn from_map(m: &Map<String, Value>, source: &str) -> Result<SpecEntry, SpecError> {
         let mut e = SpecEntry {
             source: source.to_string(),
             ..SpecEntry::default()
@@ -152,7 +279,7 @@ impl SpecEntry {
 
 /// This interface's entry of a `vppInterfacesSpec` annotation, if it has
 /// one. The annotation must be a JSON object of objects.
-pub fn from_annotation(text: &str, ifname: &str) -> Result<Option<SpecEntry>, CniError> {
+pub fn from_annotation(text: &str, ifname: &str) -> Result<Option<SpecEntry>, SpecError> {
     let source = format!("annotation {INTERFACES_SPEC_ANNOTATION}");
     let v: Value = serde_json::from_str(text)
         .map_err(|e| invalid_config(format!("{source} is not valid JSON: {e}")))?;
@@ -169,41 +296,30 @@ pub fn from_annotation(text: &str, ifname: &str) -> Result<Option<SpecEntry>, Cn
 
 /// Resolves key by key, `layers` highest first, and checks the result
 /// against the node's maximum.
-pub fn resolve(layers: &[&SpecEntry], max: &MaxSpec) -> Result<Resolved, CniError> {
+pub fn resolve(layers: &[&SpecEntry], max: &MaxSpec) -> Result<Resolved, SpecError> {
     let mut r = Resolved::default();
-    let first = |get: &dyn Fn(&SpecEntry) -> Option<u64>| {
+    let source_of = |key: &str| {
         layers
             .iter()
-            .find_map(|e| get(e).map(|v| (v, e.source.clone())))
+            .find(|e| match key {
+                "rx" => e.rx.is_some(),
+                "tx" => e.tx.is_some(),
+                "rxqsz" => e.rxqsz.is_some(),
+                _ => e.txqsz.is_some(),
+            })
+            .map_or("default", |e| e.source.as_str())
     };
-    let over = |src: String, key: &str, v: u64, max: u64| {
-        invalid_config(format!(
-            "{src}: {key}={v} is above this node's maximum {max} (memifd maxInterfaceSpec)"
-        ))
-    };
-    if let Some((v, src)) = first(&|e| e.rx.map(u64::from)) {
-        if v > max.rx_queues as u64 {
-            return Err(over(src, "rx", v, max.rx_queues as u64));
-        }
-        r.rx = v as u16;
+    if let Some(v) = layers.iter().find_map(|e| e.rx) {
+        r.rx = v;
     }
-    if let Some((v, src)) = first(&|e| e.tx.map(u64::from)) {
-        if v > max.tx_queues as u64 {
-            return Err(over(src, "tx", v, max.tx_queues as u64));
-        }
-        r.tx = v as u16;
+    if let Some(v) = layers.iter().find_map(|e| e.tx) {
+        r.tx = v;
     }
-    if let Some((v, src)) = first(&|e| e.rxqsz.map(u64::from)) {
-        if v > max.ring_size as u64 {
-            return Err(over(src, "rxqsz", v, max.ring_size as u64));
-        }
-        r.rxqsz = v as u32;
+    if let Some(v) = layers.iter().find_map(|e| e.rxqsz) {
+        r.rxqsz = v;
     }
-    if let Some((v, src)) = first(&|e| e.txqsz.map(u64::from)) {
-        if v > max.ring_size as u64 {
-            return Err(over(src, "txqsz", v, max.ring_size as u64));
-        }
-        r.txqsz = v as u32;
+    if let Some(v) = layers.iter().find_map(|e| e.txqsz) {
+        r.txqsz = v;
     }
     if let Some(b) = layers.iter().find_map(|e| e.isl3) {
         r.isl3 = b;
@@ -211,6 +327,21 @@ pub fn resolve(layers: &[&SpecEntry], max: &MaxSpec) -> Result<Resolved, CniErro
     if let Some(m) = layers.iter().find_map(|e| e.rx_mode) {
         r.rx_mode = m;
     }
+    max.check(r.rx, r.tx, r.rxqsz, r.txqsz).map_err(|v| {
+        let (value, max) = match v {
+            Violation::RxQueues { value, max } | Violation::TxQueues { value, max } => {
+                (value as u64, max as u64)
+            }
+            Violation::RxRingSize { value, max } | Violation::TxRingSize { value, max } => {
+                (value as u64, max as u64)
+            }
+        };
+        invalid_config(format!(
+            "{}: {}={value} is above this node's maximum {max} (memifd maxInterfaceSpec)",
+            source_of(v.key()),
+            v.key()
+        ))
+    })?;
     Ok(r)
 }
 
@@ -295,7 +426,7 @@ mod tests {
             .msg
             .contains("rxqsz=32768"));
         let e = from_annotation("{nope", "memif-eth1").unwrap_err();
-        assert_eq!(e.code, 7);
+        assert_eq!(crate::cni::error::CniError::from(e.clone()).code, 7);
         assert!(e.msg.contains("not valid JSON"), "{}", e.msg);
         assert!(from_annotation("[]", "memif-eth1").is_err());
         assert_eq!(from_annotation("{}", "memif-eth1").unwrap(), None);

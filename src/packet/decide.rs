@@ -1,25 +1,17 @@
-//! Packet work of the forwarding path: parsing the few header fields a
-//! decision needs, TTL/hop-limit decrement, link headers, and the ARP and
-//! neighbour-advertisement answers memifd gives an ethernet memif.
+//! What the forwarding path decides on: routing keys, the class of a
+//! destination, the register-lane decision of the common case, the TTL and
+//! hop-limit decrement of a routed hop, and the strict parsers of the ARP
+//! requests and neighbour solicitations memifd answers (the answers are
+//! built with [`super::build`]).
 //!
 //! Everything works on our own copies of the bytes (headers copied out of
-//! shared memory once) and writes into caller-provided buffers: nothing
-//! here allocates.
+//! shared memory once) and nothing here allocates.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const ETH_HLEN: usize = 14;
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const PROTO_ICMPV6: u8 = 58;
-const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
-const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
-/// Bytes of a frame copied out of shared memory to decide where it goes:
-/// ethernet + IPv6 header + the neighbour solicitation (24 bytes) and its
-/// source link-layer option (8).
-pub const PEEK: usize = ETH_HLEN + 40 + 32;
-pub const BROADCAST: [u8; 6] = [0xff; 6];
+use super::parse::Arp;
+use super::{build, checksum, *};
+use crate::mac::Mac;
 
 /// A routing key: IPv4 addresses as v4-mapped IPv6, so one table holds
 /// both families.
@@ -143,11 +135,12 @@ pub fn decrement_ttl(p: &mut [u8]) -> bool {
             if p[8] <= 1 {
                 return false;
             }
+            // The TTL is the high byte of its 16-bit word (with the
+            // protocol).
+            let old = u16::from_be_bytes([p[8], p[9]]);
             p[8] -= 1;
-            // The TTL is the high byte of its 16-bit word: the sum grows
-            // by 0x0100 in one's complement.
-            let sum = u16::from_be_bytes([p[10], p[11]]) as u32 + 0x0100;
-            let sum = (sum + (sum >> 16)) as u16;
+            let new = u16::from_be_bytes([p[8], p[9]]);
+            let sum = checksum::update(u16::from_be_bytes([p[10], p[11]]), old, new);
             p[10..12].copy_from_slice(&sum.to_be_bytes());
             true
         }
@@ -160,29 +153,6 @@ pub fn decrement_ttl(p: &mut [u8]) -> bool {
         }
         _ => false,
     }
-}
-
-/// The ethertype of an IP packet by its version nibble.
-#[inline]
-pub fn ethertype_of(ip_first_byte: u8) -> u16 {
-    if ip_first_byte >> 4 == 6 {
-        ETHERTYPE_IPV6
-    } else {
-        ETHERTYPE_IPV4
-    }
-}
-
-/// Writes an ethernet header into `h`.
-#[inline]
-pub fn eth_header(h: &mut [u8; ETH_HLEN], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
-    h[..6].copy_from_slice(&dst);
-    h[6..12].copy_from_slice(&src);
-    h[12..].copy_from_slice(&ethertype.to_be_bytes());
-}
-
-#[inline]
-pub fn is_unicast_mac(m: &[u8]) -> bool {
-    m.first().is_some_and(|b| b & 1 == 0) && m.iter().any(|&b| b != 0)
 }
 
 /// An ARP request for `target`, from `sender`.
@@ -210,21 +180,6 @@ pub fn arp_request(p: &[u8]) -> Option<ArpRequest> {
     Some(r)
 }
 
-/// Writes the ARP reply to `r` saying `r.target_ip` is at `mac`, as an
-/// ethernet frame to `to`; returns its length (42).
-pub fn arp_reply(out: &mut [u8], mac: [u8; 6], to: [u8; 6], r: &ArpRequest) -> usize {
-    let mut h = [0u8; ETH_HLEN];
-    eth_header(&mut h, to, mac, ETHERTYPE_ARP);
-    out[..ETH_HLEN].copy_from_slice(&h);
-    let a = &mut out[ETH_HLEN..ETH_HLEN + 28];
-    a[0..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-    a[8..14].copy_from_slice(&mac);
-    a[14..18].copy_from_slice(&r.target_ip);
-    a[18..24].copy_from_slice(&r.sender_mac);
-    a[24..28].copy_from_slice(&r.sender_ip);
-    ETH_HLEN + 28
-}
-
 /// A neighbour solicitation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Solicit {
@@ -245,7 +200,13 @@ pub fn icmpv6_type(ip: &[u8]) -> Option<u8> {
 pub fn is_nd(ip: &[u8]) -> bool {
     matches!(
         icmpv6_type(ip),
-        Some(ICMPV6_NEIGHBOR_SOLICIT | ICMPV6_NEIGHBOR_ADVERT) | Some(133..=134) | Some(137)
+        Some(
+            ICMPV6_ROUTER_SOLICIT
+                | ICMPV6_ROUTER_ADVERT
+                | ICMPV6_NEIGHBOR_SOLICIT
+                | ICMPV6_NEIGHBOR_ADVERT
+                | ICMPV6_REDIRECT
+        )
     )
 }
 
@@ -277,68 +238,39 @@ pub fn solicit(ip: &[u8]) -> Option<Solicit> {
     Some(s)
 }
 
-/// Internet checksum over `parts` (concatenated), folded and inverted.
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for p in parts {
-        for &b in p.iter() {
-            match odd.take() {
-                Some(hi) => sum += u16::from_be_bytes([hi, b]) as u32,
-                None => odd = Some(b),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += (hi as u32) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// Writes the ARP reply to `r` saying `r.target_ip` is at `mac`, as an
+/// Ethernet frame to `to`; returns its length (42).
+pub fn answer_arp(out: &mut [u8], mac: Mac, to: Mac, r: &ArpRequest) -> usize {
+    let a = Arp {
+        op: ARP_REPLY,
+        sender_mac: mac,
+        sender_ip: Ipv4Addr::from(r.target_ip),
+        target_mac: Mac(r.sender_mac),
+        target_ip: Ipv4Addr::from(r.sender_ip),
+    };
+    build::arp_frame_into(out, to, mac, &a)
 }
 
-/// Writes a solicited neighbour advertisement answering `s` (target
-/// `s.target` is at `mac`, router flag set: we route) as an ethernet frame
+/// Writes the solicited neighbour advertisement answering `s` (target
+/// `s.target` is at `mac`, router flag set: we route) as an Ethernet frame
 /// to `to`; returns its length (86).
-pub fn neighbor_advert(out: &mut [u8], mac: [u8; 6], to: [u8; 6], s: &Solicit) -> usize {
-    let mut h = [0u8; ETH_HLEN];
-    eth_header(&mut h, to, mac, ETHERTYPE_IPV6);
-    out[..ETH_HLEN].copy_from_slice(&h);
-    let ip = &mut out[ETH_HLEN..ETH_HLEN + 72];
-    ip[0] = 0x60;
-    ip[1..4].fill(0);
-    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
-    ip[6] = PROTO_ICMPV6;
-    ip[7] = 255;
-    ip[8..24].copy_from_slice(&s.target);
-    ip[24..40].copy_from_slice(&s.src);
-    let icmp = &mut ip[40..72];
-    icmp[0] = ICMPV6_NEIGHBOR_ADVERT;
-    icmp[1] = 0;
-    icmp[2..4].fill(0);
-    // Router, Solicited, Override.
-    icmp[4..8].copy_from_slice(&[0xe0, 0, 0, 0]);
-    icmp[8..24].copy_from_slice(&s.target);
-    // Target link-layer address option.
-    icmp[24] = 2;
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&mac);
-    let mut pseudo = [0u8; 40];
-    pseudo[..16].copy_from_slice(&s.target);
-    pseudo[16..32].copy_from_slice(&s.src);
-    pseudo[32..36].copy_from_slice(&32u32.to_be_bytes());
-    pseudo[39] = PROTO_ICMPV6;
-    let c = checksum(&[&pseudo, &ip[40..72]]);
-    ip[42..44].copy_from_slice(&c.to_be_bytes());
-    ETH_HLEN + 72
+pub fn answer_solicit(out: &mut [u8], mac: Mac, to: Mac, s: &Solicit) -> usize {
+    build::eth_header_into(out, to, mac, ETHERTYPE_IPV6);
+    ETH_HLEN
+        + build::neighbor_advert_into(
+            &mut out[ETH_HLEN..],
+            Ipv6Addr::from(s.target),
+            Ipv6Addr::from(s.src),
+            mac,
+            NA_FLAG_ROUTER | NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE,
+        )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::packet::{self, Mac, Net, L4};
     use crate::memif::Mode;
+    use crate::packet::{self, checksum::checksum, Net, L4};
 
     #[test]
     fn classify_families_and_specials() {
@@ -517,7 +449,7 @@ mod tests {
             );
             assert!(decrement_ttl(&mut p));
             assert_eq!(p[8], ttl - 1);
-            assert_eq!(checksum(&[&p[..20]]), 0, "ttl {ttl}");
+            assert_eq!(checksum(&p[..20]), 0, "ttl {ttl}");
         }
         let mut p = packet::ipv4(
             "10.0.0.1".parse().unwrap(),
@@ -552,7 +484,7 @@ mod tests {
         assert_eq!(r.target_ip, [10, 0, 0, 1]);
         let mac = [2, 0xfe, 0, 0, 0, 9];
         let mut out = [0u8; 128];
-        let n = arp_reply(&mut out, mac, r.sender_mac, &r);
+        let n = answer_arp(&mut out, Mac(mac), Mac(r.sender_mac), &r);
         let f = packet::parse(Mode::Ethernet, &out[..n]);
         match f.net {
             Net::Arp(a) => {
@@ -579,7 +511,7 @@ mod tests {
         assert!(is_nd(&ns));
         let mac = [2, 0xfe, 0, 0, 0, 9];
         let mut out = [0u8; 128];
-        let n = neighbor_advert(&mut out, mac, s.source_mac.unwrap(), &s);
+        let n = answer_solicit(&mut out, Mac(mac), Mac(s.source_mac.unwrap()), &s);
         let f = packet::parse(Mode::Ethernet, &out[..n]);
         match f.net {
             Net::Ip(ip) => {

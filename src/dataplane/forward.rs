@@ -1,0 +1,543 @@
+//! Forwarding: the ports and networks of a worker ([`Plane`]) and what
+//! happens to each frame of a burst. A frame is decided on its first bytes
+//! (the common case in registers: [`Plane::forward_lanes`]) and copied
+//! once, straight from the sender's buffers into the receiver's; frames
+//! for the host are written to the network's uplink, and what the host
+//! sends is delivered from it ([`Plane::uplink_rx`]).
+
+use std::sync::Arc;
+
+use super::counters::DropReason;
+use super::port::{Leave, Port, SrcCtx, ETH_ADDRS_MASK};
+use super::table::Network;
+use super::BURST;
+use crate::mac::Mac;
+use crate::memif::queue::RxFrame;
+use crate::memif::shm::{Desc, Region};
+use crate::memif::wire::Mode;
+use crate::packet::decide::{self, IpClass};
+use crate::packet::{self, ETH_HLEN, PEEK};
+
+/// Bytes of a frame read in one fixed-size copy: ethernet and an IPv6
+/// header, or ethernet and ARP.
+pub(super) const FAST_PEEK: usize = 64;
+
+/// Ports and networks: everything forwarding reads and writes.
+pub(super) struct Plane {
+    pub(super) ports: Vec<Option<Port>>,
+    pub(super) nets: Vec<Option<Network>>,
+    /// (port slot, tx queue) with pushed, unpublished frames.
+    pub(super) dirty_tx: Vec<(usize, usize)>,
+    /// Destinations that broke the ring protocol during this turn.
+    pub(super) leaving: Vec<(usize, Leave)>,
+}
+
+/// Buffers reused for every burst, allocated once.
+pub(super) struct Scratch {
+    pub(super) descs: Vec<Desc>,
+    pub(super) frames: Vec<RxFrame>,
+    /// The first bytes of a frame, copied out to decide.
+    pub(super) head: [u8; PEEK],
+    /// A whole packet: to or from the uplink.
+    pub(super) packet: Box<[u8]>,
+    /// ARP and neighbour answers.
+    pub(super) answer: [u8; 128],
+}
+
+/// Where the bytes of a forwarded frame come from.
+#[derive(Clone, Copy)]
+pub(super) enum Body<'a> {
+    /// Chained descriptors of a peeked rx frame.
+    Ring {
+        regions: &'a [Arc<Region>],
+        descs: &'a [Desc],
+    },
+    Local(&'a [u8]),
+}
+
+/// A frame's body as written to a destination: from byte `skip` on,
+/// after a link header of our own (given apart: see [`Plane::push`]).
+#[derive(Clone, Copy)]
+pub(super) struct Out<'a> {
+    pub(super) body: Body<'a>,
+    pub(super) skip: usize,
+    /// The body's length (the source frame, `skip` included).
+    pub(super) body_len: usize,
+}
+
+impl<'a> Out<'a> {
+    /// A frame of our own bytes, as is.
+    pub(super) fn local(b: &'a [u8]) -> Out<'a> {
+        Out {
+            body: Body::Local(b),
+            skip: 0,
+            body_len: b.len(),
+        }
+    }
+
+    /// The frame's length behind a `head_len`-byte header.
+    #[inline]
+    pub(super) fn len(&self, head_len: usize) -> usize {
+        head_len + self.body_len - self.skip
+    }
+
+    /// Writes bytes `[at, at + n)` of the frame (`head`, then the body)
+    /// into `dst` at `dst_off`.
+    #[inline]
+    pub(super) fn fill(
+        &self,
+        head: &[u8],
+        dst: &Region,
+        mut dst_off: usize,
+        mut at: usize,
+        n: usize,
+    ) {
+        let end = at + n;
+        if at < head.len() {
+            let k = (head.len() - at).min(n);
+            dst.write(dst_off, &head[at..at + k]);
+            at += k;
+            dst_off += k;
+        }
+        if at >= end {
+            return;
+        }
+        let mut s = at - head.len() + self.skip;
+        let mut left = end - at;
+        match self.body {
+            Body::Local(b) => {
+                if let Some(src) = b.get(s..s + left) {
+                    dst.write(dst_off, src);
+                }
+            }
+            Body::Ring { regions, descs } => {
+                let mut start = 0usize;
+                for d in descs {
+                    let l = d.length as usize;
+                    if s < start + l {
+                        let within = s - start;
+                        let k = (l - within).min(left);
+                        if let Some(r) = regions.get(d.region as usize) {
+                            dst.copy_from_region(dst_off, r, d.offset as usize + within, k);
+                        }
+                        dst_off += k;
+                        s += k;
+                        left -= k;
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                    start += l;
+                }
+            }
+        }
+    }
+}
+
+/// Copies bytes `[from, from + out.len())` of a ring frame into `out`.
+pub(super) fn gather(regions: &[Arc<Region>], descs: &[Desc], from: usize, out: &mut [u8]) {
+    let mut start = 0usize;
+    let mut s = from;
+    let mut o = 0usize;
+    for d in descs {
+        if o == out.len() {
+            break;
+        }
+        let l = d.length as usize;
+        if s < start + l {
+            let within = s - start;
+            let k = (l - within).min(out.len() - o);
+            if let Some(r) = regions.get(d.region as usize) {
+                r.read(d.offset as usize + within, &mut out[o..o + k]);
+            }
+            o += k;
+            s += k;
+        }
+        start += l;
+    }
+}
+
+impl Plane {
+    pub(super) fn port(&mut self, slot: usize) -> &mut Port {
+        self.ports[slot].as_mut().expect("live slot")
+    }
+
+    /// Pushes `out` to port `dst`'s tx queue `q` (modulo its queues).
+    /// Counts drops on the destination.
+    #[inline]
+    pub(super) fn push(&mut self, dst: usize, q: usize, head: &[u8], out: &Out<'_>) {
+        let Some(p) = self.ports[dst].as_mut() else {
+            return;
+        };
+        let Some(c) = p.conn.as_mut() else {
+            p.local.drop(DropReason::TxDown);
+            p.dirty = true;
+            return;
+        };
+        let n = c.a.conn.tx.len();
+        if n == 0 {
+            return;
+        }
+        let qi = if q < n { q } else { q % n };
+        let txq = &mut c.a.conn.tx[qi];
+        let was_pending = txq.has_pending();
+        let r = txq.push(out.len(head.len()), |r, off, at, k| {
+            out.fill(head, r, off, at, k)
+        });
+        p.book(
+            r,
+            (dst, qi),
+            was_pending,
+            &mut self.dirty_tx,
+            &mut self.leaving,
+        );
+    }
+
+    /// Delivers an IP packet (the body from `out.skip`) to port `dst`,
+    /// adding an ethernet header for ethernet ports.
+    #[inline]
+    pub(super) fn deliver_ip(&mut self, dst: usize, q: usize, first_byte: u8, out: &Out<'_>) {
+        let Some(p) = self.ports[dst].as_ref() else {
+            return;
+        };
+        if p.mode == Mode::Ethernet {
+            let mut h = [0u8; ETH_HLEN];
+            packet::eth_header_into(
+                &mut h,
+                p.peer_mac.unwrap_or(Mac::BROADCAST),
+                p.mac,
+                packet::ethertype_of(first_byte),
+            );
+            self.push(dst, q, &h, out);
+        } else {
+            self.push(dst, q, &[], out);
+        }
+    }
+
+    pub(super) fn src_ctx(&self, slot: usize) -> SrcCtx {
+        let p = self.ports[slot].as_ref().expect("live slot");
+        SrcCtx {
+            mode: p.mode,
+            net: p.net,
+            peer_mac: p.peer_mac.map_or(u64::MAX, |m| {
+                let mut b = [0u8; 8];
+                b[..6].copy_from_slice(&m.0);
+                u64::from_le_bytes(b)
+            }),
+        }
+    }
+
+    #[inline]
+    pub(super) fn next_hop(&self, slot: usize) -> Option<(usize, usize)> {
+        self.ports[slot].as_ref()?.conn.as_ref()?.next_hop
+    }
+
+    /// Publishes every destination ring that got frames this turn.
+    pub(super) fn flush(&mut self) {
+        for (slot, q) in self.dirty_tx.drain(..) {
+            if let Some(p) = self.ports[slot].as_mut() {
+                if let Some(c) = p.conn.as_mut() {
+                    if let Some(txq) = c.a.conn.tx.get_mut(q) {
+                        let (f, b) = txq.flush();
+                        p.local.tx_packets += f;
+                        p.local.tx_bytes += b;
+                        p.dirty = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forwards one frame received on port `src`'s rx queue `q`.
+    pub(super) fn forward(
+        &mut self,
+        sc: &mut ScratchRefs<'_>,
+        src: usize,
+        q: usize,
+        regions: &[Arc<Region>],
+        descs: &[Desc],
+        len: usize,
+    ) {
+        // The first 64 bytes (ethernet + IPv4/IPv6 headers) in one fixed
+        // copy when the first buffer holds them; else gathered.
+        let mut n = len.min(FAST_PEEK);
+        let d0 = descs[0];
+        let fixed = d0.length as usize >= n
+            && regions.get(d0.region as usize).is_some_and(|r| {
+                let h: &mut [u8; FAST_PEEK] = (&mut sc.head[..FAST_PEEK]).try_into().expect("size");
+                r.read_fixed(d0.offset as usize, h)
+            });
+        if !fixed {
+            gather(regions, descs, 0, &mut sc.head[..n]);
+        }
+        let (mode, net) = {
+            let p = self.port(src);
+            (p.mode, p.net)
+        };
+        let ip_off = if mode == Mode::Ethernet {
+            if n < ETH_HLEN {
+                self.port(src).local.drop(DropReason::Malformed);
+                return;
+            }
+            self.learn(src, &sc.head[6..12]);
+            match u16::from_be_bytes([sc.head[12], sc.head[13]]) {
+                packet::ETHERTYPE_IPV4 => ETH_HLEN,
+                packet::ETHERTYPE_IPV6
+                    if n > 54 && sc.head[ETH_HLEN + 6] == packet::PROTO_ICMPV6 =>
+                {
+                    // Neighbour discovery needs more than the fast copy.
+                    n = len.min(PEEK);
+                    gather(regions, descs, 0, &mut sc.head[..n]);
+                    if decide::is_nd(&sc.head[ETH_HLEN..n]) {
+                        self.neighbor_solicit(sc, src, q, n);
+                        return;
+                    }
+                    ETH_HLEN
+                }
+                packet::ETHERTYPE_IPV6 => ETH_HLEN,
+                packet::ETHERTYPE_ARP => {
+                    self.arp(sc, src, q, n);
+                    return;
+                }
+                _ => {
+                    self.port(src).local.drop(DropReason::Ethertype);
+                    return;
+                }
+            }
+        } else {
+            0
+        };
+        let ip = &sc.head[ip_off..n];
+        let first = ip.first().copied().unwrap_or(0);
+        let dst = match decide::classify(ip) {
+            IpClass::Unicast(k) => k,
+            IpClass::Local => {
+                self.port(src).local.drop(DropReason::NotRoutable);
+                return;
+            }
+            IpClass::Malformed => {
+                self.port(src).local.drop(DropReason::Malformed);
+                return;
+            }
+        };
+        let Some(netw) = self.nets[net].as_mut() else {
+            return;
+        };
+        if let Some(to) = netw.lookup(dst) {
+            let out = Out {
+                body: Body::Ring { regions, descs },
+                skip: ip_off,
+                body_len: len,
+            };
+            self.deliver_ip(to, q, first, &out);
+            return;
+        }
+        // Not a pod of the network: to the host, as a routed hop.
+        let l = len - ip_off;
+        let sent = match netw.uplink.as_mut() {
+            None => Err(DropReason::NoRoute),
+            Some(up) => {
+                let buf = &mut sc.packet[..l];
+                gather(regions, descs, ip_off, buf);
+                if !decide::decrement_ttl(buf) {
+                    Err(DropReason::TtlExpired)
+                } else {
+                    match up.tun.send(buf) {
+                        Ok(()) => {
+                            up.local.tx_packets += 1;
+                            up.local.tx_bytes += l as u64;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::trace!(error = %e, "uplink write failed");
+                            Err(DropReason::Uplink)
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(r) = sent {
+            self.port(src).local.drop(r);
+        }
+    }
+
+    /// The common case, decided and written in fewer steps: a one-buffer
+    /// frame (descriptor `d`, `len` bytes) from the port `ctx` describes, whose
+    /// first [`FAST_PEEK`] bytes are read once into registers, carrying a
+    /// unicast IP packet (from the pod's learned MAC, on ethernet) to a pod
+    /// of the same mode. The decision reads the lanes in registers, nothing
+    /// is staged in memory. False, having done nothing, for anything else:
+    /// the general path ([`Plane::forward`]) takes it.
+    #[inline]
+    pub(super) fn forward_lanes(
+        &mut self,
+        ctx: &SrcCtx,
+        q: usize,
+        regions: &[Arc<Region>],
+        d: Desc,
+        len: usize,
+    ) -> bool {
+        let off = d.offset as usize;
+        let Some(region) = regions.get(d.region as usize) else {
+            return false;
+        };
+        let Some(lanes) = region.read_lanes(off) else {
+            return false;
+        };
+        let ethernet = ctx.mode == Mode::Ethernet;
+        // Frames from a MAC not (yet) the learned one go the general way,
+        // which learns it.
+        if ethernet && (lanes[0] >> 48) as u64 & 0xffff_ffff_ffff != ctx.peer_mac {
+            return false;
+        }
+        let Some(dst) = decide::unicast_dst_in_lanes(&lanes, len, ethernet) else {
+            return false;
+        };
+        let Some(to) = self.nets[ctx.net].as_mut().and_then(|n| n.lookup(dst)) else {
+            return false;
+        };
+        self.forward_fast(ctx.mode, to, q, len, lanes, region, off)
+    }
+
+    /// Writes a one-buffer frame (at `src_off` in `src`, its first
+    /// [`FAST_PEEK`] bytes read into `lanes`, already routed to port
+    /// `dst`) between two ports of the same mode. Ethernet frames only
+    /// change their addresses (pod MAC, memif MAC; the ethertype stays),
+    /// IP packets nothing, so the first bytes are written as one block
+    /// edited in registers and the rest (if any) copied region to region.
+    /// False, having done nothing, when this is not that case (the caller
+    /// takes the general path).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn forward_fast(
+        &mut self,
+        mode: Mode,
+        dst: usize,
+        q: usize,
+        len: usize,
+        mut lanes: [u128; 4],
+        src: &Region,
+        src_off: usize,
+    ) -> bool {
+        let Some(p) = self.ports[dst].as_mut() else {
+            return false;
+        };
+        if p.mode != mode {
+            return false;
+        }
+        let Some(c) = p.conn.as_mut() else {
+            return false;
+        };
+        let n = c.a.conn.tx.len();
+        if n == 0 {
+            return false;
+        }
+        if len < FAST_PEEK {
+            // The source buffer's bytes past the frame are another frame's
+            // (another pod's, maybe): never carry them over.
+            for (i, l) in lanes.iter_mut().enumerate() {
+                let keep = len.saturating_sub(16 * i).min(16);
+                *l &= if keep == 16 {
+                    !0
+                } else {
+                    (1u128 << (8 * keep)) - 1
+                };
+            }
+        }
+        if mode == Mode::Ethernet {
+            lanes[0] = (lanes[0] & !ETH_ADDRS_MASK) | p.eth_addrs;
+        }
+        let qi = if q < n { q } else { q % n };
+        let txq = &mut c.a.conn.tx[qi];
+        let was_pending = txq.has_pending();
+        let pushed = txq.push_one(len, |r, off, room| {
+            if room >= FAST_PEEK {
+                r.write_lanes(off, &lanes);
+            } else {
+                let mut b = [0u8; FAST_PEEK];
+                for (i, l) in lanes.iter().enumerate() {
+                    b[16 * i..16 * i + 16].copy_from_slice(&l.to_le_bytes());
+                }
+                r.write(off, &b[..len]);
+            }
+            if len > FAST_PEEK {
+                r.copy_from_region(off + FAST_PEEK, src, src_off + FAST_PEEK, len - FAST_PEEK);
+            }
+        });
+        let r = match pushed {
+            Ok(None) => return false,
+            Ok(Some(x)) => Ok(x),
+            Err(e) => Err(e),
+        };
+        p.book(
+            r,
+            (dst, qi),
+            was_pending,
+            &mut self.dirty_tx,
+            &mut self.leaving,
+        );
+        true
+    }
+
+    /// Packets the host sent into network `net`'s uplink: up to a burst.
+    pub(super) fn uplink_rx(&mut self, packet: &mut [u8], net: usize) -> usize {
+        let mut done = 0;
+        while done < BURST {
+            let Some(n) = self.nets[net].as_mut() else {
+                return done;
+            };
+            let Some(up) = n.uplink.as_mut() else {
+                return done;
+            };
+            let len = match up.tun.recv(packet) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    up.readable = false;
+                    return done;
+                }
+                Err(e) => {
+                    tracing::warn!(network = %n.name, error = %e, "uplink read failed");
+                    up.readable = false;
+                    return done;
+                }
+            };
+            done += 1;
+            up.local.rx_packets += 1;
+            up.local.rx_bytes += len as u64;
+            let pkt = &mut packet[..len];
+            let to = match decide::classify(pkt) {
+                IpClass::Unicast(k) => match n.routes.get(&k) {
+                    Some(&to) => to,
+                    None => {
+                        // Never back to the host: that would loop.
+                        up.local.drop(DropReason::NoRoute);
+                        continue;
+                    }
+                },
+                IpClass::Local => {
+                    up.local.drop(DropReason::NotRoutable);
+                    continue;
+                }
+                IpClass::Malformed => {
+                    up.local.drop(DropReason::Malformed);
+                    continue;
+                }
+            };
+            if !decide::decrement_ttl(pkt) {
+                up.local.drop(DropReason::TtlExpired);
+                continue;
+            }
+            let first = pkt[0];
+            self.deliver_ip(to, 0, first, &Out::local(pkt));
+        }
+        done
+    }
+}
+
+/// The scratch buffers forwarding writes to, borrowed apart from the
+/// descriptor list it reads.
+pub(super) struct ScratchRefs<'a> {
+    pub(super) head: &'a mut [u8; PEEK],
+    pub(super) packet: &'a mut [u8],
+    pub(super) answer: &'a mut [u8; 128],
+}
