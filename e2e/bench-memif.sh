@@ -36,8 +36,11 @@ for t in dpdk-testpmd taskset stdbuf cargo; do
   command -v "$t" >/dev/null || { echo "bench-memif: $t not found (bash e2e/deps.sh installs the packages)" >&2; exit 1; }
 done
 
-cargo build --release --bin memifctl
-BIN=$PWD/target/release/memifctl
+# MEMIFCTL=path measures another build (e.g. the one before a change).
+if [ -z "${MEMIFCTL:-}" ]; then
+  cargo build --release --bin memifctl
+fi
+BIN=${MEMIFCTL:-$PWD/target/release/memifctl}
 
 TAG=bench-memif-$$
 WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")

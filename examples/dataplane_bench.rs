@@ -71,6 +71,9 @@ use testpmd::{Testpmd, TestpmdOpts};
 
 struct Args {
     memifd: PathBuf,
+    /// Another memifd build (the one before a change) measured in (a)
+    /// beside this one, in the same alternation.
+    before: Option<PathBuf>,
     reps: usize,
     samples: usize,
     bursts: usize,
@@ -83,6 +86,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         memifd: "target/release/memifd".into(),
+        before: None,
         reps: 10,
         samples: 1,
         bursts: 8,
@@ -97,6 +101,7 @@ fn args() -> Args {
         let val = v.get(i + 1).cloned().unwrap_or_default();
         match v[i].as_str() {
             "--memifd" => a.memifd = val.into(),
+            "--memifd-before" => a.before = Some(val.into()),
             "--reps" => a.reps = val.parse().expect("--reps N"),
             "--samples" => a.samples = val.parse().expect("--samples N"),
             "--bursts" => a.bursts = val.parse().expect("--bursts N"),
@@ -378,10 +383,23 @@ fn run_loops(
     dir: &Path,
     lp: Loop,
     reps: usize,
-) -> (Vec<(Round, Round)>, String) {
+) -> (Vec<(Round, Round)>, String, Vec<Round>) {
     let pid = std::process::id();
     let tag = lp.tag;
     let d = Daemon::start(&a.memifd, &dir.join(format!("memifd-{tag}")), "0");
+    // The build before, on the same core, its own ports and network: only
+    // in (a).
+    let before = a.before.as_ref().filter(|_| lp.tag == IO.tag).map(|b| {
+        let d = Daemon::start(b, &dir.join(format!("memifd-before-{tag}")), "0");
+        let net = format!("dp-bench-{pid}-before");
+        for (c, i, ip) in [
+            ("bench-o0", "memif-o0", "10.199.1.1"),
+            ("bench-o1", "memif-o1", "10.199.1.2"),
+        ] {
+            attach(&d, ns, c, i, &net, ip, RxMode::Adaptive);
+        }
+        d
+    });
     let net = format!("dp-bench-{pid}");
     attach(
         &d,
@@ -416,8 +434,12 @@ fn run_loops(
     });
     let mut via_memifd = loop_testpmd(ns, dir, lp, "memifd", "memif-b0", "memif-b1");
     let mut via_mid = loop_testpmd(ns, dir, lp, "testpmd", &s0, &s1);
+    let mut via_before = before
+        .as_ref()
+        .map(|_| loop_testpmd(ns, dir, lp, "before", "memif-o0", "memif-o1"));
     let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
     let mut pairs = Vec::new();
+    let mut olds = Vec::new();
     for rep in 0..reps {
         let inject = (rep == 0).then_some(lp);
         let memifd_round = |t: &mut Testpmd| {
@@ -435,12 +457,35 @@ fn run_loops(
             mid.cmd("stop");
             r
         };
-        let (m, t) = if rep % 2 == 0 {
-            let m = memifd_round(&mut via_memifd);
-            (m, testpmd_round(&mut mid, &mut via_mid))
-        } else {
-            let t = testpmd_round(&mut mid, &mut via_mid);
-            (memifd_round(&mut via_memifd), t)
+        let (m, t) = match via_before.as_mut() {
+            None if rep % 2 == 0 => {
+                let m = memifd_round(&mut via_memifd);
+                (m, testpmd_round(&mut mid, &mut via_mid))
+            }
+            None => {
+                let t = testpmd_round(&mut mid, &mut via_mid);
+                (memifd_round(&mut via_memifd), t)
+            }
+            // Three loops: the order rotates so each goes first as often.
+            Some(vb) => {
+                let (mut m, mut t, mut o) = (None, None, None);
+                for k in 0..3 {
+                    match (rep + k) % 3 {
+                        0 => m = Some(memifd_round(&mut via_memifd)),
+                        1 => t = Some(testpmd_round(&mut mid, &mut via_mid)),
+                        _ => o = Some(round(a, vb, inject)),
+                    }
+                }
+                let o = o.expect("ran");
+                eprintln!(
+                    "{tag} pair {}: memifd before {:.2} Mpps (probe {:.0} ns)",
+                    rep + 1,
+                    o.pps / 1e6,
+                    o.place
+                );
+                olds.push(o);
+                (m.expect("ran"), t.expect("ran"))
+            }
         };
         eprintln!(
             "{tag} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
@@ -458,8 +503,11 @@ fn run_loops(
     let drops = format!("{:?}", d.client().get(r1.key).expect("get").stats.drops);
     via_memifd.quit();
     via_mid.quit();
+    if let Some(mut vb) = via_before {
+        vb.quit();
+    }
     mid.quit();
-    (pairs, drops)
+    (pairs, drops, olds)
 }
 
 /// Where the host has placed the two vCPUs right now: the round trip (ns)
@@ -792,14 +840,14 @@ fn main() {
 
     let loops = |lp: Loop, reps: usize| {
         (reps > 0).then(|| {
-            let (p, drops) = run_loops(&a, &pod_ns, &dir, lp, reps);
+            let (p, drops, olds) = run_loops(&a, &pod_ns, &dir, lp, reps);
             eprintln!("memifd drops at the receiving port ({}): {drops}", lp.tag);
-            p
+            (p, olds)
         })
     };
-    let pairs = loops(IO, a.reps.max(1)).expect("(a) runs at least one pair");
-    let both = loops(IO_BOTH, a.both_reps);
-    let swap = loops(SWAP, a.swap_reps);
+    let (pairs, olds) = loops(IO, a.reps.max(1)).expect("(a) runs at least one pair");
+    let both = loops(IO_BOTH, a.both_reps).map(|x| x.0);
+    let swap = loops(SWAP, a.swap_reps).map(|x| x.0);
     let mut kernel = Vec::new();
     for rep in 0..a.kernel_reps {
         let k = run_kernel(&a, &knss);
@@ -829,6 +877,30 @@ fn main() {
             Some(_) => "NOT MET",
         }
     );
+    if !olds.is_empty() {
+        let after_before = median(
+            pairs
+                .iter()
+                .zip(&olds)
+                .map(|((m, _), o)| m.pps / o.pps)
+                .collect(),
+        );
+        let before_tp = median(
+            pairs
+                .iter()
+                .zip(&olds)
+                .map(|((_, t), o)| o.pps / t.pps)
+                .collect(),
+        );
+        println!(
+            "| (a) memifd before (Mpps, median) | {:.2} | {before_tp:.2} vs testpmd | |",
+            median(olds.iter().map(|o| o.pps).collect()) / 1e6
+        );
+        println!(
+            "| (a) memifd after / before (median of {} triples) | | {after_before:.2} | >= 1.0 (no slowdown) |",
+            olds.len()
+        );
+    }
     let diagnostics = [
         (
             both,

@@ -395,7 +395,10 @@ impl Memifd {
         assert!(self.child().is_none(), "memifd is already running");
         self.starts += 1;
         let log = File::create(self.log_file(self.starts)).expect("memifd log file");
-        let mut cmd = Command::new(MEMIFD);
+        // MEMIFD_UNDER_TEST runs the suite against another build (e.g. to
+        // measure the one before a change); default: this build's.
+        let bin = std::env::var("MEMIFD_UNDER_TEST").unwrap_or_else(|_| MEMIFD.to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("--api-socket")
             .arg(self.api_socket())
             .arg("--state-dir")
