@@ -232,6 +232,7 @@ fn attach(
         ips: vec![ip.parse().unwrap()],
         pod: None,
         steer: None,
+        vni: None,
     };
     d.client().attach(req.clone()).expect("attach");
     req

@@ -140,6 +140,7 @@ fn req(i: usize, ns: &str) -> AttachRequest {
             .unwrap()],
         pod: None,
         steer: None,
+        vni: None,
     }
 }
 

@@ -139,9 +139,20 @@ pub struct AttachRequest {
     /// `None`: a plain (multinet) attachment. Absent in older state files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steer: Option<Vec<PortRange>>,
+    /// The network's VXLAN network identifier across nodes (the network
+    /// config's `vni`); `None`: derived from the network name (see
+    /// [`crate::packet::vxlan::default_vni`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl AttachRequest {
+    /// The network's VNI: the requested one or the default of its name.
+    pub fn vni(&self) -> u32 {
+        self.vni
+            .unwrap_or_else(|| crate::packet::vxlan::default_vni(&self.network))
+    }
+
     /// The listener address: the configured one or `@<ifname>`.
     pub fn socket_name(&self) -> String {
         self.socket
@@ -176,6 +187,8 @@ pub enum Request {
     PodAnnotations(PodRef),
     /// Every network's uplink (TUN device) and its counters.
     Uplinks,
+    /// Networks across nodes: peers, remote pods, counters.
+    Remote,
 }
 
 /// A request as sent: the version and the request.
@@ -322,6 +335,87 @@ pub struct StatusInfo {
     pub kube: bool,
     pub uptime_secs: u64,
     pub state_file: PathBuf,
+    /// Networks across nodes: present when this node carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_node: Option<CrossNodeStatus>,
+}
+
+/// The cross-node side of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossNodeStatus {
+    /// This node's name (its MemifNode object).
+    pub node: String,
+    /// The underlay address and VXLAN port.
+    pub underlay: std::net::SocketAddr,
+    /// The largest pod MTU the underlay carries (its MTU less VXLAN's).
+    pub pod_mtu: u32,
+    /// Where the other nodes are learned: `kubernetes` or `file <path>`.
+    pub source: String,
+    /// Whether the last exchange with the source worked.
+    pub source_ok: bool,
+    /// The last error of the source, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
+    /// Seconds since the tables were last updated from the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_secs_ago: Option<u64>,
+}
+
+/// `remote`: every network's pods on other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteInfo {
+    pub status: CrossNodeStatus,
+    /// This node's own MemifNode object, as memifd publishes it (or as an
+    /// operator puts it in the other nodes' peers files).
+    pub local_object: serde_json::Value,
+    pub networks: Vec<RemoteNetwork>,
+    /// The underlay's own counters: what arrived for no network, send
+    /// failures.
+    pub underlay: IfStats,
+}
+
+/// One network across nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteNetwork {
+    pub name: String,
+    pub vni: u32,
+    /// Addresses of this node's pods in the network.
+    pub local: Vec<IpAddr>,
+    pub peers: Vec<RemotePeerInfo>,
+    pub endpoints: Vec<RemoteEndpointInfo>,
+    /// Addresses published by more than one node (this one included),
+    /// with the nodes; each node delivers its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+}
+
+/// A node serving the network, with the traffic exchanged with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemotePeerInfo {
+    pub node: String,
+    pub address: std::net::SocketAddr,
+    /// Seconds since its object last changed (as this node saw it).
+    pub updated_secs_ago: u64,
+    pub endpoints: usize,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub drops: u64,
+}
+
+/// A pod address on another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteEndpointInfo {
+    pub ip: IpAddr,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<crate::mac::Mac>,
 }
 
 /// Replies, tagged by `kind`.
@@ -352,6 +446,8 @@ pub enum Reply {
     Uplinks {
         items: Vec<UplinkStatus>,
     },
+    /// To remote.
+    Remote(Box<RemoteInfo>),
     Error(ApiError),
 }
 
@@ -486,6 +582,13 @@ impl Client {
         }
     }
 
+    pub fn remote(&mut self) -> Result<RemoteInfo, ClientError> {
+        match self.call(Request::Remote)? {
+            Reply::Remote(r) => Ok(*r),
+            _ => Err(ClientError::Unexpected("remote")),
+        }
+    }
+
     pub fn status(&mut self) -> Result<StatusInfo, ClientError> {
         match self.call(Request::Status)? {
             Reply::Status(s) => Ok(*s),
@@ -550,6 +653,7 @@ mod tests {
             ips: vec!["10.0.0.1".parse().unwrap()],
             pod: None,
             steer: None,
+            vni: None,
         };
         assert_eq!(req.socket_name(), "@memif-eth1");
         let s = serde_json::to_string(&Request::Attach(Box::new(req.clone()))).unwrap();
@@ -574,6 +678,7 @@ mod tests {
                 kube: false,
                 uptime_secs: 0,
                 state_file: "/s".into(),
+                cross_node: None,
             })),
         };
         let s = serde_json::to_string(&r).unwrap();

@@ -182,6 +182,7 @@ impl Pod {
             ips: s.ips,
             pod: None,
             steer: None,
+            vni: None,
         };
         m.client()
             .attach(req.clone())

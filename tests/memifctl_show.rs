@@ -55,6 +55,7 @@ fn connected() -> AttachmentInfo {
                 name: "web-1".into(),
             }),
             steer: None,
+            vni: None,
         },
         socket_id: AttachmentId(3),
         listener_fd: 41,
@@ -110,6 +111,7 @@ fn idle() -> AttachmentInfo {
             ips: vec!["10.2.0.9".parse().unwrap()],
             pod: None,
             steer: None,
+            vni: None,
         },
         socket_id: AttachmentId(1),
         listener_fd: -1,
@@ -141,6 +143,7 @@ fn dual_stack() -> AttachmentInfo {
                 name: "dns-0".into(),
             }),
             steer: None,
+            vni: None,
         },
         socket_id: AttachmentId(12),
         listener_fd: 50,
@@ -290,6 +293,7 @@ fn status() -> StatusInfo {
         kube: false,
         uptime_secs: 90061,
         state_file: "/run/memif-cni/state.json".into(),
+        cross_node: None,
     }
 }
 

@@ -172,6 +172,7 @@ pub async fn handle(agent: &Agent, line: &[u8]) -> Reply {
         Request::Uplinks => Ok(Reply::Uplinks {
             items: agent.uplinks(),
         }),
+        Request::Remote => agent.remote().map(|r| Reply::Remote(Box::new(r))),
     };
     r.unwrap_or_else(|e| {
         tracing::debug!(code = ?e.code, message = %e.message, "API request refused");

@@ -38,6 +38,42 @@ pub struct Config {
     pub workers: usize,
     /// A memif client must finish its handshake within this many ms.
     pub handshake_timeout_ms: u64,
+    /// Carry networks to other nodes (VXLAN on the underlay) when a source
+    /// of nodes exists: the MemifNode resource in the Kubernetes API, or
+    /// `peersFile`.
+    pub cross_node: bool,
+    /// This node's name (its MemifNode object's); default `$NODE_NAME`,
+    /// else the host name.
+    pub node_name: Option<String>,
+    /// The other nodes' MemifNode objects without Kubernetes (a JSON List
+    /// or array); read whenever it changes.
+    pub peers_file: Option<PathBuf>,
+    /// The underlay.
+    pub underlay: UnderlaySettings,
+}
+
+/// Where memifd meets the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UnderlaySettings {
+    /// The node's underlay address; default: the source address of the
+    /// default route (IPv4 first).
+    pub address: Option<std::net::IpAddr>,
+    /// The VXLAN port (receive side and destination).
+    pub port: u16,
+    /// The underlay MTU; default: the MTU of the device holding the
+    /// address.
+    pub mtu: Option<u32>,
+}
+
+impl Default for UnderlaySettings {
+    fn default() -> UnderlaySettings {
+        UnderlaySettings {
+            address: None,
+            port: crate::packet::vxlan::VXLAN_PORT,
+            mtu: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +88,10 @@ impl Default for Config {
             metrics_listen: None,
             workers: 1,
             handshake_timeout_ms: 5000,
+            cross_node: true,
+            node_name: None,
+            peers_file: None,
+            underlay: UnderlaySettings::default(),
         }
     }
 }
@@ -141,6 +181,17 @@ impl Config {
         }
         if self.handshake_timeout_ms == 0 {
             return bad("handshakeTimeoutMs must be above 0".into());
+        }
+        if self.underlay.port == 0 {
+            return bad("underlay.port must be 1..=65535".into());
+        }
+        if let Some(m) = self.underlay.mtu {
+            if !(576..=65535).contains(&m) {
+                return bad(format!("underlay.mtu must be 576..=65535 (got {m})"));
+            }
+        }
+        if self.node_name.as_deref().is_some_and(|n| n.is_empty()) {
+            return bad("nodeName must not be empty".into());
         }
         Ok(())
     }

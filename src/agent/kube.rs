@@ -81,7 +81,7 @@ pub enum KubeError {
     Client {
         origin: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The namespace or name cannot be a Kubernetes object name; refused
     /// before anything is sent.
@@ -191,10 +191,18 @@ impl PodLookup {
     /// [`PodLookup::discover`] with explicit inputs instead of the process
     /// environment.
     pub async fn discover_from(sources: &ConfigSources) -> Result<Option<PodLookup>, KubeError> {
-        let Some((origin, mut config)) = load_config(sources).await? else {
+        let Some((origin, config)) = load_config(sources).await? else {
             tracing::debug!("no Kubernetes configuration found; running without Kubernetes");
             return Ok(None);
         };
+        PodLookup::from_config(origin, config).map(Some)
+    }
+
+    /// A lookup with a client made from `config` (found at `origin`).
+    // KubeError is as large as the kube errors it carries, as in the rest
+    // of this module; it is made once, at start.
+    #[allow(clippy::result_large_err)]
+    pub fn from_config(origin: String, mut config: Config) -> Result<PodLookup, KubeError> {
         // kube's defaults wait minutes for a response; memifd answers a CNI
         // ADD and must not, whatever the outer timeout does.
         config.connect_timeout = Some(DEFAULT_TIMEOUT);
@@ -203,13 +211,13 @@ impl PodLookup {
         tracing::debug!(%origin, cluster = %config.cluster_url, "Kubernetes configuration loaded");
         let client = Client::try_from(config).map_err(|source| KubeError::Client {
             origin: origin.clone(),
-            source,
+            source: Box::new(source),
         })?;
-        Ok(Some(PodLookup {
+        Ok(PodLookup {
             client,
             timeout: DEFAULT_TIMEOUT,
             origin,
-        }))
+        })
     }
 
     /// Wraps an existing client (with the default timeout).
@@ -472,10 +480,36 @@ impl super::AnnotationSource for PodLookup {
 pub async fn discover_source(
     kubeconfig: Option<&Path>,
 ) -> Option<std::sync::Arc<dyn super::AnnotationSource>> {
-    match PodLookup::discover(kubeconfig).await {
-        Ok(Some(l)) => {
+    discover(kubeconfig).await.map(|(l, _)| l)
+}
+
+/// What memifd does with the Kubernetes API: pod annotation lookups, and a
+/// client for the node objects (without the lookups' read timeout: a
+/// watch may stay quiet for minutes). `None` without a configuration (or
+/// with a broken one, logged).
+#[allow(clippy::result_large_err)]
+pub async fn discover(
+    kubeconfig: Option<&Path>,
+) -> Option<(std::sync::Arc<dyn super::AnnotationSource>, Client)> {
+    let found = load_config(&ConfigSources::from_env(kubeconfig))
+        .await
+        .and_then(|found| match found {
+            None => Ok(None),
+            Some((origin, config)) => {
+                let mut watch_config = config.clone();
+                watch_config.read_timeout = None;
+                watch_config.connect_timeout = Some(DEFAULT_TIMEOUT);
+                let watch = Client::try_from(watch_config).map_err(|source| KubeError::Client {
+                    origin: origin.clone(),
+                    source: Box::new(source),
+                })?;
+                Ok(Some((PodLookup::from_config(origin, config)?, watch)))
+            }
+        });
+    match found {
+        Ok(Some((l, watch))) => {
             tracing::info!(origin = %l.origin(), "pod annotations from the Kubernetes API");
-            Some(std::sync::Arc::new(l))
+            Some((std::sync::Arc::new(l), watch))
         }
         Ok(None) => {
             tracing::info!(

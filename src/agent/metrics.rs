@@ -194,6 +194,154 @@ fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
     }
 }
 
+/// Series of networks across nodes: per network its peers, remote pods
+/// and address conflicts; per peer the traffic exchanged; the underlay's
+/// own counters; whether the node source (Kubernetes API or peers file)
+/// answers.
+pub fn render_remote(r: &crate::api::RemoteInfo) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "memifd_node_source_up",
+        "gauge",
+        "Whether the source of the other nodes (Kubernetes API or peers file) answered last time.",
+    );
+    sample(
+        &mut out,
+        "memifd_node_source_up",
+        "",
+        u64::from(r.status.source_ok),
+    );
+    let net = |n: &str| format!("network=\"{}\"", escape_label(n));
+    for (name, help, get) in [
+        (
+            "memifd_remote_peers",
+            "Other nodes serving the network.",
+            (|n: &crate::api::RemoteNetwork| n.peers.len() as u64)
+                as fn(&crate::api::RemoteNetwork) -> u64,
+        ),
+        (
+            "memifd_remote_endpoints",
+            "Pod addresses of the network on other nodes.",
+            |n| n.endpoints.len() as u64,
+        ),
+        (
+            "memifd_remote_conflicts",
+            "Addresses (or VNIs) of the network published by more than one node.",
+            |n| n.conflicts.len() as u64,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for n in &r.networks {
+            sample(&mut out, name, &net(&n.name), get(n));
+        }
+    }
+    for (name, help, get) in [
+        (
+            "memifd_remote_tx_packets_total",
+            "Frames sent to the peer node (VXLAN).",
+            (|p: &crate::api::RemotePeerInfo| p.tx_packets)
+                as fn(&crate::api::RemotePeerInfo) -> u64,
+        ),
+        (
+            "memifd_remote_tx_bytes_total",
+            "UDP payload bytes sent to the peer node.",
+            |p| p.tx_bytes,
+        ),
+        (
+            "memifd_remote_rx_packets_total",
+            "Frames received from the peer node.",
+            |p| p.rx_packets,
+        ),
+        (
+            "memifd_remote_rx_bytes_total",
+            "UDP payload bytes received from the peer node.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "memifd_remote_drops_total",
+            "Frames for the peer node that were not sent.",
+            |p| p.drops,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for n in &r.networks {
+            for p in &n.peers {
+                let labels = format!("{},node=\"{}\"", net(&n.name), escape_label(&p.node));
+                sample(&mut out, name, &labels, get(p));
+            }
+        }
+    }
+    let u = &r.underlay;
+    for (name, help, v) in [
+        (
+            "memifd_underlay_rx_packets_total",
+            "VXLAN packets received on the underlay.",
+            u.rx_packets,
+        ),
+        (
+            "memifd_underlay_rx_bytes_total",
+            "UDP payload bytes received on the underlay.",
+            u.rx_bytes,
+        ),
+        (
+            "memifd_underlay_tx_packets_total",
+            "VXLAN packets sent on the underlay.",
+            u.tx_packets,
+        ),
+        (
+            "memifd_underlay_tx_bytes_total",
+            "UDP payload bytes sent on the underlay.",
+            u.tx_bytes,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        sample(&mut out, name, "", v);
+    }
+    family(
+        &mut out,
+        "memifd_underlay_drops_total",
+        "counter",
+        "Underlay packets dropped by reason (garbage, unknown VNI, send errors).",
+    );
+    for (reason, v) in &u.drops {
+        sample(
+            &mut out,
+            "memifd_underlay_drops_total",
+            &format!("reason=\"{}\"", escape_label(reason)),
+            *v,
+        );
+    }
+    out
+}
+
+/// What [`serve`] exposes.
+pub trait Exposition {
+    fn exposition(self) -> String;
+}
+
+impl Exposition for (StatusInfo, Vec<AttachmentInfo>) {
+    fn exposition(self) -> String {
+        render(&self.0, &self.1)
+    }
+}
+
+impl Exposition
+    for (
+        StatusInfo,
+        Vec<AttachmentInfo>,
+        Option<crate::api::RemoteInfo>,
+    )
+{
+    fn exposition(self) -> String {
+        let mut s = render(&self.0, &self.1);
+        if let Some(r) = &self.2 {
+            s.push_str(&render_remote(r));
+        }
+        s
+    }
+}
+
 /// Escapes a label value as the text format requires: backslash, double
 /// quote and line feed.
 pub fn escape_label(v: &str) -> String {
@@ -216,9 +364,10 @@ pub fn escape_label(v: &str) -> String {
 /// Returns only when the listener itself fails; errors of single
 /// connections and transient accept errors (e.g. out of file descriptors)
 /// are logged and the server goes on.
-pub async fn serve<F>(listener: TcpListener, snapshot: F) -> io::Result<()>
+pub async fn serve<F, T>(listener: TcpListener, snapshot: F) -> io::Result<()>
 where
-    F: Fn() -> (StatusInfo, Vec<AttachmentInfo>) + Send + Sync + 'static,
+    F: Fn() -> T + Send + Sync + 'static,
+    T: Exposition,
 {
     let snapshot = Arc::new(snapshot);
     // Owned here so that dropping this future aborts the connections.
@@ -297,15 +446,13 @@ fn route(method: &Method, path: &str) -> Route {
 }
 
 /// The answer to one request (hyper leaves the body out for `HEAD`).
-fn answer<F>(req: &Request<Incoming>, snapshot: F) -> Response<Full<Bytes>>
+fn answer<F, T>(req: &Request<Incoming>, snapshot: F) -> Response<Full<Bytes>>
 where
-    F: FnOnce() -> (StatusInfo, Vec<AttachmentInfo>),
+    F: FnOnce() -> T,
+    T: Exposition,
 {
     let (status, body, content_type) = match route(req.method(), req.uri().path()) {
-        Route::Metrics => {
-            let (s, items) = snapshot();
-            (StatusCode::OK, render(&s, &items), CONTENT_TYPE)
-        }
+        Route::Metrics => (StatusCode::OK, snapshot().exposition(), CONTENT_TYPE),
         Route::NotFound => (
             StatusCode::NOT_FOUND,
             "not found; metrics are at /metrics\n".to_string(),
@@ -351,6 +498,7 @@ mod tests {
             kube: false,
             uptime_secs: 12,
             state_file: "/run/memif-cni/state.json".into(),
+            cross_node: None,
         }
     }
 
@@ -371,6 +519,7 @@ mod tests {
                     name: name.into(),
                 }),
                 steer: None,
+                vni: None,
             },
             socket_id: crate::ids::AttachmentId(1),
             listener_fd: 7,

@@ -21,6 +21,7 @@ pub mod binder;
 pub mod config;
 pub mod kube;
 pub mod metrics;
+pub mod nodes;
 mod ops;
 mod persist;
 mod registry;
@@ -61,6 +62,8 @@ pub enum StartError {
     Io(#[source] std::io::Error),
     #[error("cannot start the memif control thread")]
     Server(#[source] crate::memif::socket::SocketError),
+    #[error("cannot start the dataplane (underlay {0})")]
+    Underlay(String, #[source] std::io::Error),
 }
 
 /// memifd's core: everything the API can ask for.
@@ -73,6 +76,8 @@ pub struct Agent {
     ops: tokio::sync::Mutex<()>,
     persist: Persistence,
     kube: Option<Arc<dyn AnnotationSource>>,
+    /// Networks across nodes, when this node carries them.
+    nodes: Option<Arc<nodes::Nodes>>,
     started: Instant,
 }
 
@@ -84,14 +89,16 @@ impl Agent {
         cfg: Config,
         kube: Option<Arc<dyn AnnotationSource>>,
     ) -> Result<Arc<Agent>, StartError> {
-        Self::start_with_host(cfg, kube, Box::new(KernelHost::default())).await
+        Self::start_with(cfg, kube, Box::new(KernelHost::default()), None).await
     }
 
-    /// [`Agent::start`] with the host kernel of the caller's choosing.
-    pub async fn start_with_host(
+    /// [`Agent::start`] with the host kernel of the caller's choosing and,
+    /// when `cross` is given, networks carried to other nodes.
+    pub async fn start_with(
         cfg: Config,
         kube: Option<Arc<dyn AnnotationSource>>,
         host: Box<dyn HostNet>,
+        cross: Option<nodes::CrossNode>,
     ) -> Result<Arc<Agent>, StartError> {
         // Workers report bad peers to the shared state, made just after.
         let slot: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
@@ -101,10 +108,19 @@ impl Agent {
                 s.on_bad_peer(id, ifid, reason)
             }
         });
-        let dataplane = Dataplane::spawn(cfg.workers, host, on_bad).map_err(StartError::Io)?;
+        let underlay = cross.as_ref().map(|c| c.underlay);
+        let dataplane = Arc::new(
+            Dataplane::spawn(cfg.workers, host, on_bad, underlay).map_err(|e| {
+                StartError::Underlay(
+                    underlay.map_or_else(String::new, |u| u.local.to_string()),
+                    e,
+                )
+            })?,
+        );
+        let nodes = cross.map(|c| nodes::Nodes::start(c, dataplane.clone()));
         let shared = Arc::new(Shared {
             reg: Mutex::new(Registry::default()),
-            dataplane: Arc::new(dataplane),
+            dataplane,
             server: OnceLock::new(),
         });
         let _ = slot.set(Arc::downgrade(&shared));
@@ -136,12 +152,14 @@ impl Agent {
             ops: tokio::sync::Mutex::new(()),
             persist,
             kube,
+            nodes,
             started: Instant::now(),
         });
         // Rules of a memifd that crashed; then ours come back in restore.
         let dp = agent.shared.dataplane.clone();
         let _ = tokio::task::spawn_blocking(move || dp.clean_stale_steering()).await;
         agent.restore().await;
+        agent.publish_local();
         agent.persist.spawn(Arc::downgrade(&agent), persisted);
         Ok(agent)
     }

@@ -56,13 +56,9 @@ impl Agent {
         id: AttachmentId,
         counters: &Arc<IfCounters>,
     ) {
-        let mac = req
-            .spec
-            .mac
-            .as_deref()
-            .and_then(|m| m.parse::<Mac>().ok())
-            .unwrap_or_else(|| Mac::derived(&req.key.to_string()));
+        let mac = super::nodes::port_mac(req);
         let cfg = PortConfig {
+            vni: req.vni(),
             id,
             network: req.network.clone(),
             mode: req.spec.mode,
@@ -163,7 +159,66 @@ impl Agent {
                 ));
             }
         }
+        if let Some(v) = req.vni {
+            if v == 0 || v > crate::packet::vxlan::MAX_VNI {
+                return Err(err(
+                    ErrorCode::InvalidSpec,
+                    format!("vni {v} must be 1..=16777215"),
+                ));
+            }
+        }
         check_spec(&req.spec, &self.cfg.max_interface_spec)
+    }
+
+    /// A network has one VNI, and a VNI one network, on this node.
+    fn check_vni(&self, req: &AttachRequest) -> Result<(), ApiError> {
+        let vni = req.vni();
+        let reg = self.shared.lock();
+        for e in reg.by_key.values() {
+            let (n, v) = (&e.request.network, e.request.vni());
+            if *n == req.network && v != vni {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "network {} has VNI {v} on this node (attachment {}); this request asks for {vni}",
+                        req.network, e.request.key
+                    ),
+                ));
+            }
+            if *n != req.network && v == vni {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "VNI {vni} of network {} is network {n}'s on this node already (attachment {}): give one of them another vni",
+                        req.network, e.request.key
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands this node's attachments to the cross-node control plane
+    /// (which publishes them, batched).
+    pub(super) fn publish_local(&self) {
+        if let Some(n) = &self.nodes {
+            let spec = {
+                let reg = self.shared.lock();
+                super::nodes::own_spec(n.underlay_spec(), reg.by_key.values().map(|e| &e.request))
+            };
+            n.set_local(spec);
+        }
+    }
+
+    /// `remote`: networks across nodes.
+    pub fn remote(&self) -> Result<crate::api::RemoteInfo, ApiError> {
+        match &self.nodes {
+            Some(n) => Ok(n.info()),
+            None => Err(err(
+                ErrorCode::NotFound,
+                "this node carries no networks to other nodes (no peers file, or no MemifNode resource in the Kubernetes API)",
+            )),
+        }
     }
 
     /// `attach`: returns the existing attachment when identical.
@@ -187,6 +242,7 @@ impl Agent {
                 };
             }
         }
+        self.check_vni(&req)?;
         let id = self.shared.lock().next_id;
         let counters = Arc::<IfCounters>::default();
         self.add_port(&req, id, &counters).await;
@@ -231,6 +287,7 @@ impl Agent {
                 format!("cannot persist state: {e}"),
             ));
         }
+        self.publish_local();
         tracing::info!(attachment = %req.key, network = %req.network, netns = %req.netns.display(),
             socket = %req.socket_name(), socket_id = %id, mode = ?req.spec.mode,
             elapsed_us = t0.elapsed().as_micros() as u64, "attached");
@@ -262,6 +319,7 @@ impl Agent {
         self.close_socket(e.id).await;
         self.remove_port(e.id).await;
         drop(op);
+        self.publish_local();
         tracing::info!(attachment = %key, network = %e.request.network, "detached");
         self.persist.wait(g).await.map_err(|m| {
             err(
@@ -300,6 +358,7 @@ impl Agent {
         }
         drop(op);
         if !gone.is_empty() {
+            self.publish_local();
             self.persist
                 .wait(g)
                 .await
@@ -356,6 +415,7 @@ impl Agent {
             kube: self.kube.is_some(),
             uptime_secs: self.started.elapsed().as_secs(),
             state_file: self.cfg.state_file(),
+            cross_node: self.nodes.as_ref().map(|n| n.status()),
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
                 ips: vec![],
                 pod: None,
                 steer: None,
+                vni: None,
             },
             socket_id: crate::ids::AttachmentId(7),
             created: 1,

@@ -38,6 +38,12 @@ struct Cli {
     /// Dataplane worker threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// This node's name (default NODE_NAME, else the host name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The other nodes' MemifNode objects, without Kubernetes.
+    #[arg(long)]
+    peers_file: Option<PathBuf>,
     /// Log filter (e.g. debug, memif_cni=trace); default MEMIF_LOG or info.
     #[arg(long)]
     log: Option<String>,
@@ -72,6 +78,12 @@ fn main() -> ExitCode {
     if let Some(w) = cli.workers {
         cfg.workers = w;
     }
+    if cli.node_name.is_some() {
+        cfg.node_name = cli.node_name;
+    }
+    if cli.peers_file.is_some() {
+        cfg.peers_file = cli.peers_file;
+    }
     if let Err(e) = cfg.validate() {
         eprintln!("memifd: {e}");
         return ExitCode::from(2);
@@ -102,11 +114,14 @@ async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), api_socket = %cfg.api_socket.display(),
         state = %cfg.state_file().display(), memif_enabled = cfg.feature_gates.memif_enabled(),
         gates = ?cfg.feature_gates.0, workers = cfg.workers, "memifd starting");
-    let kube = if cfg.kubernetes {
-        agent::kube::discover_source(cfg.kubeconfig.as_deref()).await
+    let (kube, watch_client) = if cfg.kubernetes {
+        match agent::kube::discover(cfg.kubeconfig.as_deref()).await {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        }
     } else {
         tracing::info!("Kubernetes lookups disabled by configuration");
-        None
+        (None, None)
     };
     // Bind the API first: a second memifd must not restore (and steal) the
     // first one's listeners.
@@ -119,12 +134,16 @@ async fn run(cfg: Config) -> Result<(), String> {
         ),
         None => None,
     };
-    let agent: Arc<Agent> = Agent::start(cfg, kube).await.map_err(|e| error_chain(&e))?;
+    let cross = agent::nodes::configure(&cfg, watch_client).await?;
+    let host = Box::new(memif_cni::link::KernelHost::default());
+    let agent: Arc<Agent> = Agent::start_with(cfg, kube, host, cross)
+        .await
+        .map_err(|e| error_chain(&e))?;
     if let Some(l) = metrics {
         let a = agent.clone();
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving metrics");
         tokio::spawn(async move {
-            let snap = move || (a.status(), a.list(None));
+            let snap = move || (a.status(), a.list(None), a.remote().ok());
             if let Err(e) = agent::metrics::serve(l, snap).await {
                 tracing::error!(error = %e, "metrics endpoint failed");
             }

@@ -138,6 +138,7 @@ impl Plugin<'_> {
             ips: ips.clone(),
             pod: Some(pod),
             steer: Some(ranges.clone()),
+            vni: None,
         };
         let info = c.attach(req).map_err(|e| memifd_error("attach", e))?;
         if let Some(path) = &self.conf.runtime_config.device_info_file {

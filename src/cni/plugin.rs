@@ -249,8 +249,28 @@ impl Plugin<'_> {
         Ok(())
     }
 
-    /// The spec layers, highest first: annotation, args.cni, network config.
-    fn spec_layers(&self, c: &mut Client, st: &StatusInfo) -> Result<Vec<SpecEntry>, CniError> {
+    /// The spec layers this request carries itself, highest first:
+    /// args.cni, then the network config (checked before memifd is asked
+    /// anything, so a config error is reported as such).
+    fn local_spec_layers(&self) -> Result<Vec<SpecEntry>, CniError> {
+        let mut layers = Vec::new();
+        if let Some(m) = self.conf.cni_args() {
+            layers.push(SpecEntry::from_cni_args(m)?);
+        }
+        if let Some(e) = self.conf.default_spec()? {
+            layers.push(e);
+        }
+        Ok(layers)
+    }
+
+    /// The spec layers, highest first: the pod annotation, then `local`
+    /// ([`Plugin::local_spec_layers`]).
+    fn spec_layers(
+        &self,
+        c: &mut Client,
+        st: &StatusInfo,
+        local: Vec<SpecEntry>,
+    ) -> Result<Vec<SpecEntry>, CniError> {
         let mut layers = Vec::new();
         if let Some(pod) = self.env.pod() {
             if st.kube {
@@ -269,13 +289,18 @@ impl Plugin<'_> {
                 ));
             }
         }
-        if let Some(m) = self.conf.cni_args() {
-            layers.push(SpecEntry::from_cni_args(m)?);
-        }
-        if let Some(e) = self.conf.default_spec()? {
-            layers.push(e);
-        }
+        layers.extend(local);
         Ok(layers)
+    }
+
+    /// The network's `vni`, when set, within VXLAN's 24 bits.
+    fn check_vni(&self) -> Result<(), CniError> {
+        match self.conf.vni {
+            Some(v) if v == 0 || v > crate::packet::vxlan::MAX_VNI => {
+                Err(invalid_config(format!("vni {v} must be 1..=16777215")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The IP configuration: prevResult (chained), IPAM, or the `ips`
@@ -320,6 +345,8 @@ impl Plugin<'_> {
                 ))
             })?),
         };
+        self.check_vni()?;
+        let local = self.local_spec_layers()?;
         let mut c = self.client().map_err(|e| memifd_error("status", e))?;
         let st = c.status().map_err(|e| memifd_error("status", e))?;
         if !st.memif_enabled {
@@ -328,12 +355,13 @@ impl Plugin<'_> {
                 "memif is disabled on this node (feature gate memifEnabled is false): enable memif in memifd's config for memif interfaces",
             ));
         }
-        let layers = self.spec_layers(&mut c, &st)?;
+        let layers = self.spec_layers(&mut c, &st, local)?;
         let refs: Vec<&SpecEntry> = layers.iter().collect();
         let spec = interfaces::resolve(&refs, &st.max_spec)?;
 
         let mut undo = Undo::default();
-        let r = self.add_steps(&mut c, &netns, mac, spec, &mut undo);
+        let pod_mtu = st.cross_node.as_ref().map(|x| x.pod_mtu);
+        let r = self.add_steps(&mut c, &netns, mac, spec, pod_mtu, &mut undo);
         if r.is_err() {
             self.rollback(&mut c, undo);
         }
@@ -346,9 +374,12 @@ impl Plugin<'_> {
         netns: &Path,
         mac: Option<Mac>,
         spec: interfaces::Resolved,
+        pod_mtu: Option<u32>,
         undo: &mut Undo,
     ) -> Result<String, CniError> {
         let mut res = self.ips(undo)?;
+        // The network's, else what the underlay carries to other nodes.
+        let mtu = self.conf.mtu.or(pod_mtu);
         let addrs: Vec<IpAddr> = res.ips.iter().map(|i| i.address.ip()).collect();
         // Device routes: the result's routes and each address's network.
         let mut routes: Vec<IpNetwork> = res.routes.iter().map(|r| r.dst).collect();
@@ -365,7 +396,7 @@ impl Plugin<'_> {
         let dummy = DummySpec {
             name: self.env.ifname.clone(),
             mac,
-            mtu: self.conf.mtu,
+            mtu,
             addrs: addrs.clone(),
             routes,
         };
@@ -383,6 +414,7 @@ impl Plugin<'_> {
             ips: addrs,
             pod: self.env.pod(),
             steer: None,
+            vni: self.conf.vni,
         };
         let socket = req.socket_name();
         let info = c.attach(req).map_err(|e| memifd_error("attach", e))?;

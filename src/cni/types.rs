@@ -57,9 +57,14 @@ pub struct NetConf {
     /// The network's default interface spec (CalicoVPP's keys).
     #[serde(default)]
     pub interface_spec: Option<Value>,
-    /// MTU of the dummy interface (default: the kernel's, 1500).
+    /// MTU of the dummy interface and the result (default: memifd's pod
+    /// MTU across nodes, else the kernel's, 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// The network's VXLAN network identifier across nodes (1..16777215;
+    /// default: derived from `name` by memifd).
+    #[serde(default)]
+    pub vni: Option<u32>,
     /// memifd API timeout in milliseconds (default 10000).
     #[serde(default)]
     pub memifd_timeout_ms: Option<u64>,

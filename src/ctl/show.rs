@@ -55,6 +55,13 @@ pub enum ShowWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Networks across nodes: per network the VNI, the peers (node,
+    /// address, last update, traffic) and the remote pods.
+    Remote {
+        /// Print the API data as JSON (with this node's own object).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `show int ...`.
@@ -132,6 +139,14 @@ pub fn run(what: &ShowWhat, api_path: &Path, out: &mut dyn Write) -> Result<(), 
                 render_json(&items)
             } else {
                 render_int_addr(&items)
+            }
+        }
+        ShowWhat::Remote { json } => {
+            let r = client.remote()?;
+            if *json {
+                render_json(&r)
+            } else {
+                render_remote(&r)
             }
         }
         ShowWhat::Stats { json } => {
@@ -463,6 +478,114 @@ pub fn render_status(st: &StatusInfo) -> String {
     for (k, v) in rows {
         let _ = writeln!(s, "{k:<13}  {v}");
     }
+    if let Some(c) = &st.cross_node {
+        let _ = writeln!(s, "{:<13}  {}", "cross-node", cross_node_line(c));
+    }
+    s
+}
+
+/// The one-line summary of the cross-node status.
+fn cross_node_line(c: &crate::api::CrossNodeStatus) -> String {
+    let source = match (&c.source_error, c.source_ok) {
+        (_, true) => format!(
+            "{} (ok{})",
+            c.source,
+            c.synced_secs_ago
+                .map(|t| format!(", synced {} ago", uptime(t)))
+                .unwrap_or_default()
+        ),
+        (Some(e), false) => format!(
+            "{} UNREACHABLE, forwarding with the last tables{}: {e}",
+            c.source,
+            c.synced_secs_ago
+                .map(|t| format!(" (synced {} ago)", uptime(t)))
+                .unwrap_or_default()
+        ),
+        (None, false) => format!("{} (not synced yet)", c.source),
+    };
+    format!(
+        "node {} underlay {} pod-mtu {} source {source}",
+        c.node, c.underlay, c.pod_mtu
+    )
+}
+
+/// `show remote`: networks across nodes.
+pub fn render_remote(r: &crate::api::RemoteInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}", cross_node_line(&r.status));
+    for n in &r.networks {
+        let local: Vec<String> = n.local.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "network {} vni {} local {}",
+            n.name,
+            n.vni,
+            if local.is_empty() {
+                "-".into()
+            } else {
+                local.join(" ")
+            }
+        );
+        if n.peers.is_empty() {
+            let _ = writeln!(s, "  no peers");
+        } else {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<24} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12} {:>8}",
+                "peer",
+                "address",
+                "updated",
+                "endpoints",
+                "tx-packets",
+                "tx-bytes",
+                "rx-packets",
+                "rx-bytes",
+                "drops"
+            );
+            for p in &n.peers {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {:<24} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12} {:>8}",
+                    p.node,
+                    p.address.to_string(),
+                    uptime(p.updated_secs_ago),
+                    p.endpoints,
+                    p.tx_packets,
+                    p.tx_bytes,
+                    p.rx_packets,
+                    p.rx_bytes,
+                    p.drops
+                );
+            }
+        }
+        for e in &n.endpoints {
+            let _ = writeln!(
+                s,
+                "  remote {} on {}{}",
+                e.ip,
+                e.node,
+                e.mac.map(|m| format!(" mac {m}")).unwrap_or_default()
+            );
+        }
+        for c in &n.conflicts {
+            let _ = writeln!(s, "  CONFLICT {c}");
+        }
+    }
+    let u = &r.underlay;
+    let drops: Vec<String> = u.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(
+        s,
+        "underlay rx {} packets {} bytes, tx {} packets {} bytes, drops {}",
+        u.rx_packets,
+        u.rx_bytes,
+        u.tx_packets,
+        u.tx_bytes,
+        if drops.is_empty() {
+            "0".into()
+        } else {
+            drops.join(", ")
+        }
+    );
     s
 }
 

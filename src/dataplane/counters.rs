@@ -35,10 +35,20 @@ pub enum DropReason {
     TooLong,
     /// The uplink refused the packet (write error).
     Uplink,
+    /// Larger than the underlay carries to a remote pod (the network's
+    /// MTU is above the underlay's less the VXLAN overhead).
+    TooBig,
+    /// The underlay refused the packet (send error).
+    UnderlayError,
+    /// From the underlay: not a VXLAN packet memifd takes (too short,
+    /// flags other than I, truncated).
+    VxlanMalformed,
+    /// From the underlay: a VNI of no network this node serves.
+    UnknownVni,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NoRoute,
         DropReason::NotRoutable,
         DropReason::Ethertype,
@@ -49,6 +59,10 @@ impl DropReason {
         DropReason::TxDown,
         DropReason::TooLong,
         DropReason::Uplink,
+        DropReason::TooBig,
+        DropReason::UnderlayError,
+        DropReason::VxlanMalformed,
+        DropReason::UnknownVni,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -65,6 +79,10 @@ impl DropReason {
             DropReason::TxDown => "tx-down",
             DropReason::TooLong => "too-long",
             DropReason::Uplink => "uplink-error",
+            DropReason::TooBig => "too-big",
+            DropReason::UnderlayError => "underlay-error",
+            DropReason::VxlanMalformed => "vxlan-malformed",
+            DropReason::UnknownVni => "vni-unknown",
         }
     }
 
@@ -208,6 +226,25 @@ impl IfCounters {
     }
 }
 
+/// A snapshot of plain traffic counters.
+pub(super) fn snapshot_of(
+    rx_packets: &AtomicU64,
+    rx_bytes: &AtomicU64,
+    tx_packets: &AtomicU64,
+    tx_bytes: &AtomicU64,
+    drops: &[AtomicU64; DropReason::COUNT],
+) -> IfStats {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    IfStats {
+        rx_packets: l(rx_packets),
+        rx_bytes: l(rx_bytes),
+        tx_packets: l(tx_packets),
+        tx_bytes: l(tx_bytes),
+        drops: drops_map(drops),
+        ..IfStats::default()
+    }
+}
+
 impl UplinkCounters {
     pub(super) fn published(&self) -> Published<'_> {
         Published {
@@ -221,15 +258,13 @@ impl UplinkCounters {
 
     /// A snapshot for display.
     pub fn snapshot(&self) -> IfStats {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        IfStats {
-            rx_packets: l(&self.rx_packets),
-            rx_bytes: l(&self.rx_bytes),
-            tx_packets: l(&self.tx_packets),
-            tx_bytes: l(&self.tx_bytes),
-            drops: drops_map(&self.drops),
-            ..IfStats::default()
-        }
+        snapshot_of(
+            &self.rx_packets,
+            &self.rx_bytes,
+            &self.tx_packets,
+            &self.tx_bytes,
+            &self.drops,
+        )
     }
 }
 

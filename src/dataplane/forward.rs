@@ -7,16 +7,19 @@
 
 use std::sync::Arc;
 
+use super::counters;
 use super::counters::DropReason;
 use super::port::{Leave, Port, SrcCtx, ETH_ADDRS_MASK};
-use super::table::Network;
+use super::table::{Network, Remote};
+use super::underlay::Underlay;
 use super::BURST;
 use crate::mac::Mac;
 use crate::memif::queue::RxFrame;
 use crate::memif::shm::{Desc, Region};
 use crate::memif::wire::Mode;
 use crate::packet::decide::{self, IpClass};
-use crate::packet::{self, ETH_HLEN, PEEK};
+use crate::packet::{self, vxlan, ETH_HLEN, PEEK};
+use std::collections::HashMap;
 
 /// Bytes of a frame read in one fixed-size copy: ethernet and an IPv6
 /// header, or ethernet and ARP.
@@ -30,6 +33,10 @@ pub(super) struct Plane {
     pub(super) dirty_tx: Vec<(usize, usize)>,
     /// Destinations that broke the ring protocol during this turn.
     pub(super) leaving: Vec<(usize, Leave)>,
+    /// The underlay, when this node carries networks to others.
+    pub(super) underlay: Option<Underlay>,
+    /// The worker's networks by VNI (for what the underlay brings).
+    pub(super) vni_nets: HashMap<u32, usize>,
 }
 
 /// Buffers reused for every burst, allocated once.
@@ -332,6 +339,15 @@ impl Plane {
             self.deliver_ip(to, q, first, &out);
             return;
         }
+        if let Some(&r) = netw.remotes.get(&dst) {
+            let (mode, head) = (self.port(src).mode, &sc.head[ip_off..n]);
+            let flow = vxlan::flow_hash(head);
+            let why = self.encap(net, r, mode, regions, descs, len, ip_off, first, flow);
+            if let Err(why) = why {
+                self.port(src).local.drop(why);
+            }
+            return;
+        }
         // Not a pod of the network: to the host, as a routed hop.
         let l = len - ip_off;
         let sent = match netw.uplink.as_mut() {
@@ -477,6 +493,140 @@ impl Plane {
             &mut self.leaving,
         );
         true
+    }
+
+    /// Puts a frame for a pod on another node (`r`, in network `net`) into
+    /// the underlay's send batch, behind its VXLAN header: an ethernet
+    /// port's frame as it is but for its destination MAC (the remote
+    /// memif's), an ip port's packet behind the fixed Ethernet header of
+    /// ip networks. The TTL is kept: a network is one link.
+    #[allow(clippy::too_many_arguments)]
+    fn encap(
+        &mut self,
+        net: usize,
+        r: Remote,
+        mode: Mode,
+        regions: &[Arc<Region>],
+        descs: &[Desc],
+        len: usize,
+        ip_off: usize,
+        first: u8,
+        flow: u32,
+    ) -> Result<(), DropReason> {
+        let Some(ul) = self.underlay.as_mut() else {
+            return Err(DropReason::NoRoute);
+        };
+        let Some(netw) = self.nets[net].as_ref() else {
+            return Err(DropReason::NoRoute);
+        };
+        let ip_len = len - ip_off;
+        if ip_len > ul.cfg.max_inner_ip() {
+            if let Some(p) = netw.peers.get(r.peer) {
+                counters::add(&p.counters.drops, 1);
+            }
+            return Err(DropReason::TooBig);
+        }
+        let peer = &netw.peers[r.peer];
+        let vni = netw.vni;
+        let buf = ul.slot();
+        let mut at = vxlan::header_into(buf, vni);
+        let dst = r.mac.map_or([2, 0, 0, 0, 0, 2], |m| m.0);
+        if mode == Mode::Ethernet {
+            // The pod's frame: its source MAC and ethertype stay.
+            gather(regions, descs, 0, &mut buf[at..at + len]);
+            buf[at..at + 6].copy_from_slice(&dst);
+            at += len;
+        } else {
+            buf[at..at + 12].copy_from_slice(&vxlan::IP_NETWORK_ETH);
+            buf[at..at + 6].copy_from_slice(&dst);
+            buf[at + 12..at + 14].copy_from_slice(&packet::ethertype_of(first).to_be_bytes());
+            at += ETH_HLEN;
+            gather(regions, descs, 0, &mut buf[at..at + len]);
+            at += len;
+        }
+        ul.queue(at, peer.addr, flow, &peer.counters);
+        Ok(())
+    }
+
+    /// Sends the underlay's batch, if any.
+    #[inline]
+    pub(super) fn flush_underlay(&mut self) {
+        if let Some(u) = self.underlay.as_mut() {
+            if u.has_pending() {
+                u.flush();
+            }
+        }
+    }
+
+    /// What the underlay brought: up to a batch of VXLAN packets, each
+    /// delivered to the local pod that owns its inner destination in the
+    /// network of its VNI, or dropped and counted (never sent on: what
+    /// comes from the underlay is for this node's pods).
+    pub(super) fn underlay_rx(&mut self) {
+        let Some(mut ul) = self.underlay.take() else {
+            return;
+        };
+        let n = ul.receive();
+        for i in 0..n {
+            let (p, from) = ul.received(i);
+            if p.is_empty() {
+                ul.drop_rx(DropReason::VxlanMalformed);
+                continue;
+            }
+            ul.count_rx(p.len());
+            let vni = match vxlan::parse(p) {
+                Ok(v) => v,
+                Err(_) => {
+                    ul.drop_rx(DropReason::VxlanMalformed);
+                    continue;
+                }
+            };
+            let Some(&net) = self.vni_nets.get(&vni) else {
+                ul.drop_rx(DropReason::UnknownVni);
+                continue;
+            };
+            let Some(netw) = self.nets[net].as_mut() else {
+                ul.drop_rx(DropReason::UnknownVni);
+                continue;
+            };
+            // Per peer: by source address (the port is a flow's).
+            if let Some(peer) = from.and_then(|a| netw.peers.iter().find(|p| p.addr.ip() == a)) {
+                counters::add(&peer.counters.rx_packets, 1);
+                counters::add(&peer.counters.rx_bytes, p.len() as u64);
+            }
+            let inner = &p[vxlan::VXLAN_HLEN..];
+            let et = u16::from_be_bytes([inner[12], inner[13]]);
+            let ip = &inner[ETH_HLEN..];
+            let ok_type = match ip.first().map(|b| b >> 4) {
+                Some(4) => et == packet::ETHERTYPE_IPV4,
+                Some(6) => et == packet::ETHERTYPE_IPV6,
+                _ => false,
+            };
+            if !ok_type {
+                ul.drop_rx(DropReason::Ethertype);
+                continue;
+            }
+            let to = match decide::classify(ip) {
+                IpClass::Unicast(k) => match netw.lookup(k) {
+                    Some(to) => to,
+                    None => {
+                        ul.drop_rx(DropReason::NoRoute);
+                        continue;
+                    }
+                },
+                IpClass::Local => {
+                    ul.drop_rx(DropReason::NotRoutable);
+                    continue;
+                }
+                IpClass::Malformed => {
+                    ul.drop_rx(DropReason::Malformed);
+                    continue;
+                }
+            };
+            let q = vxlan::flow_hash(ip) as usize;
+            self.deliver_ip(to, q, ip[0], &Out::local(ip));
+        }
+        self.underlay = Some(ul);
     }
 
     /// Packets the host sent into network `net`'s uplink: up to a burst.

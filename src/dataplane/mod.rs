@@ -78,6 +78,7 @@ mod forward;
 mod neighbor;
 mod port;
 mod table;
+pub mod underlay;
 pub mod uplink;
 mod worker;
 
@@ -90,6 +91,7 @@ use std::time::Duration;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 pub use counters::{DropReason, IfCounters, RingCounters, UplinkCounters};
+pub use underlay::{PeerCounters, UnderlayConfig, UnderlayCounters};
 use uplink::{UplinkView, Uplinks};
 
 use crate::api::{IfStats, RxMode};
@@ -134,6 +136,37 @@ pub struct PortConfig {
     /// and what we answer ARP and neighbour solicitations with.
     pub mac: Mac,
     pub counters: Arc<IfCounters>,
+    /// The network's VXLAN network identifier (on the underlay, and which
+    /// worker owns the network: VNI modulo the workers).
+    pub vni: u32,
+}
+
+/// A network's pods on other nodes, as the control plane learned them
+/// (from the Kubernetes API or the peers file).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSet {
+    pub vni: u32,
+    pub peers: Vec<RemotePeer>,
+    pub endpoints: Vec<RemoteEndpoint>,
+}
+
+/// A node serving the network, and its counters (kept across updates).
+#[derive(Debug, Clone)]
+pub struct RemotePeer {
+    pub node: String,
+    /// Its underlay address and VXLAN port.
+    pub addr: std::net::SocketAddr,
+    pub counters: Arc<PeerCounters>,
+}
+
+/// A pod address on another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub ip: IpAddr,
+    /// Its node: an index into [`RemoteSet::peers`].
+    pub peer: usize,
+    /// Its memif's MAC (ethernet networks), the inner destination.
+    pub mac: Option<Mac>,
 }
 
 /// A connected interface handed to its worker.
@@ -158,12 +191,19 @@ enum Cmd {
     Disconnect(AttachmentId),
     AddUplink {
         network: String,
+        vni: u32,
         tun: Tun,
         counters: Arc<UplinkCounters>,
     },
     RemoveUplink {
         network: String,
         done: mpsc::Sender<()>,
+    },
+    /// Replaces a network's remote pods (a network the worker does not
+    /// serve ignores it).
+    SetRemotes {
+        network: String,
+        set: Arc<RemoteSet>,
     },
     Shutdown,
 }
@@ -195,6 +235,12 @@ pub struct Dataplane {
     views: Mutex<Vec<UplinkView>>,
     /// The worker of every port.
     worker_of: Mutex<HashMap<AttachmentId, usize>>,
+    /// The underlay, when this node carries networks to others.
+    underlay: Option<UnderlayConfig>,
+    /// Per worker, the underlay's counters.
+    underlay_counters: Vec<Arc<UnderlayCounters>>,
+    /// The latest remote pods of every network.
+    remotes: Mutex<HashMap<String, Arc<RemoteSet>>>,
 }
 
 /// How long the control plane waits for a worker's acknowledgement.
@@ -211,9 +257,21 @@ impl Dataplane {
         workers: usize,
         host: Box<dyn HostNet>,
         on_bad_peer: OnBadPeer,
+        underlay: Option<UnderlayConfig>,
     ) -> std::io::Result<Dataplane> {
         let mut v = Vec::new();
-        for n in 0..workers.max(1) {
+        let workers = workers.max(1);
+        let mut sockets = match &underlay {
+            Some(u) => underlay::open(u, workers)?.into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
+        sockets.resize_with(workers, || None);
+        let mut underlay_counters = Vec::new();
+        for (n, socks) in sockets.into_iter().enumerate() {
+            let counters = Arc::new(UnderlayCounters::default());
+            underlay_counters.push(counters.clone());
+            // Built on the worker's thread (its batch headers stay there).
+            let ul = underlay.zip(socks).map(|(cfg, s)| (cfg, s, counters));
             let wake = Arc::new(
                 EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                     .map_err(std::io::Error::from)?,
@@ -223,7 +281,10 @@ impl Dataplane {
             let bad = on_bad_peer.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("dp-worker-{n}"))
-                .spawn(move || worker::Worker::new(n, bad).run(&w, rx))?;
+                .spawn(move || {
+                    let ul = ul.map(|(cfg, s, c)| underlay::Underlay::new(cfg, s, c));
+                    worker::Worker::new(n, bad, ul).run(&w, rx)
+                })?;
             v.push(WorkerHandle {
                 cmds: tx,
                 wake,
@@ -235,12 +296,64 @@ impl Dataplane {
             uplinks: Mutex::new(Uplinks::new(host)),
             views: Mutex::new(Vec::new()),
             worker_of: Mutex::new(HashMap::new()),
+            underlay,
+            underlay_counters,
+            remotes: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The worker that owns `network`'s ports and uplink.
-    fn worker_for_network(&self, network: &str) -> usize {
-        (crate::hash::fnv1a64(network.as_bytes()) % self.workers.len() as u64) as usize
+    /// The worker that owns the network of VNI `vni`: its ports, uplink and
+    /// underlay traffic (the receive sockets steer by the same rule).
+    fn worker_for_vni(&self, vni: u32) -> usize {
+        vni as usize % self.workers.len()
+    }
+
+    /// The underlay, if this node carries networks to others.
+    pub fn underlay(&self) -> Option<UnderlayConfig> {
+        self.underlay
+    }
+
+    /// The underlay's counters, summed over the workers.
+    pub fn underlay_stats(&self) -> IfStats {
+        let mut total = IfStats::default();
+        for c in &self.underlay_counters {
+            let s = counters::snapshot_of(
+                &c.rx_packets,
+                &c.rx_bytes,
+                &c.tx_packets,
+                &c.tx_bytes,
+                &c.drops,
+            );
+            total.rx_packets += s.rx_packets;
+            total.rx_bytes += s.rx_bytes;
+            total.tx_packets += s.tx_packets;
+            total.tx_bytes += s.tx_bytes;
+            for (k, v) in s.drops {
+                *total.drops.entry(k).or_default() += v;
+            }
+        }
+        total
+    }
+
+    /// Replaces network `network`'s remote pods. Never waits.
+    pub fn set_remotes(&self, network: &str, set: RemoteSet) {
+        let set = Arc::new(set);
+        let w = self.worker_for_vni(set.vni);
+        lock(&self.remotes).insert(network.to_string(), set.clone());
+        self.workers[w].send(Cmd::SetRemotes {
+            network: network.to_string(),
+            set,
+        });
+    }
+
+    /// Every network's remote pods as last set.
+    pub fn remotes(&self) -> Vec<(String, Arc<RemoteSet>)> {
+        let mut v: Vec<_> = lock(&self.remotes)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     fn refresh_views(&self, u: &Uplinks) {
@@ -256,12 +369,13 @@ impl Dataplane {
         if lock(&self.uplinks).contains(cfg.id) {
             self.remove_port(cfg.id);
         }
-        let worker = self.worker_for_network(&cfg.network);
+        let worker = self.worker_for_vni(cfg.vni);
         let mut u = lock(&self.uplinks);
         let added = u.add_port(cfg.id, &cfg.network, &cfg.ips, cfg.steer.as_deref());
         if let Some((tun, counters)) = added.new_uplink {
             self.workers[worker].send(Cmd::AddUplink {
                 network: cfg.network.clone(),
+                vni: cfg.vni,
                 tun,
                 counters,
             });
@@ -270,7 +384,12 @@ impl Dataplane {
         drop(u);
         lock(&self.worker_of).insert(cfg.id, worker);
         tracing::debug!(id = %cfg.id, network = %cfg.network, worker, ips = ?cfg.ips, steer = ?cfg.steer, "port added");
+        let remotes = lock(&self.remotes).get(&cfg.network).cloned();
+        let network = cfg.network.clone();
         self.workers[worker].send(Cmd::AddPort(Box::new(cfg)));
+        if let Some(set) = remotes {
+            self.workers[worker].send(Cmd::SetRemotes { network, set });
+        }
         added.error.map_or(Ok(()), Err)
     }
 

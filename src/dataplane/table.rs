@@ -7,7 +7,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::counters::{Local, UplinkCounters};
+use super::underlay::PeerCounters;
 use crate::link::Tun;
+use crate::mac::Mac;
 use crate::packet::IpKey;
 
 /// A multiplicative hasher for routing keys (addresses are not chosen by
@@ -54,6 +56,29 @@ pub(super) struct Network {
     pub(super) last: (IpKey, usize),
     pub(super) uplink: Option<Uplink>,
     pub(super) ports: usize,
+    /// The network's VXLAN network identifier.
+    pub(super) vni: u32,
+    /// Pods of the network on other nodes, consulted when no local port
+    /// owns a destination.
+    pub(super) remotes: HashMap<IpKey, Remote, BuildHasherDefault<KeyHasher>>,
+    /// The other nodes serving the network.
+    pub(super) peers: Vec<Peer>,
+}
+
+/// A pod on another node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Remote {
+    /// Its node, an index into [`Network::peers`].
+    pub(super) peer: usize,
+    /// The inner destination MAC of what is sent to it (its memif's MAC on
+    /// ethernet networks; the fixed one of ip networks otherwise).
+    pub(super) mac: Option<Mac>,
+}
+
+/// Another node serving a network.
+pub(super) struct Peer {
+    pub(super) addr: std::net::SocketAddr,
+    pub(super) counters: Arc<PeerCounters>,
 }
 
 impl Network {

@@ -246,6 +246,15 @@ impl Uplinks {
             match self.host.create_tun(&name, UPLINK_MTU) {
                 Ok(tun) => {
                     tracing::info!(network, device = %tun.name(), "uplink created");
+                    if let Err(e) = self.host.isolate(tun.name()) {
+                        let msg = format!(
+                            "network {network}: cannot isolate uplink {}: {}",
+                            tun.name(),
+                            error_chain(&e)
+                        );
+                        tracing::error!("{msg}");
+                        added.error = Some(msg);
+                    }
                     net.tun = Some((tun.name().to_string(), tun.ifindex()));
                     net.error = None;
                     added.new_uplink = Some((tun, net.counters.clone()));
@@ -328,6 +337,12 @@ impl Uplinks {
         }
         if last {
             self.nets.remove(&p.network);
+            if let Some((name, _)) = &tun {
+                if let Err(e) = self.host.unisolate(name) {
+                    tracing::warn!(network = %p.network, device = %name, error = %error_chain(&e),
+                        "cannot delete the uplink's isolation rules");
+                }
+            }
             if let Some((name, _)) = tun {
                 tracing::info!(network = %p.network, device = %name, "uplink removed");
             }
@@ -338,10 +353,20 @@ impl Uplinks {
         })
     }
 
-    /// Deletes every steering rule installed here (on shutdown: the TUNs,
-    /// and the table routes with them, go when memifd exits; rules would
-    /// stay). Ports and routes are left as they are.
+    /// Deletes every rule installed here, steering and isolation (on
+    /// shutdown: the TUNs, and the routes with them, go when memifd exits;
+    /// rules would stay). Ports and routes are left as they are.
     pub fn remove_steering(&mut self) {
+        let tuns: Vec<String> = self
+            .nets
+            .values()
+            .filter_map(|n| n.tun.as_ref().map(|t| t.0.clone()))
+            .collect();
+        for t in tuns {
+            if let Err(e) = self.host.unisolate(&t) {
+                tracing::warn!(device = %t, error = %error_chain(&e), "cannot delete isolation rules");
+            }
+        }
         let rules: Vec<SteerRule> = self
             .ports
             .values()
@@ -364,6 +389,23 @@ impl Uplinks {
     /// every rule of ours whose table has no route to its address (see the
     /// module docs); call before restoring. Returns them.
     pub fn clean_stale_steering(&mut self) -> Vec<SteerRule> {
+        match self.host.stale_isolated() {
+            Ok(v) => {
+                for t in v {
+                    match self.host.unisolate(&t) {
+                        Ok(()) => {
+                            tracing::info!(device = %t, "deleted the isolation rules of a gone uplink")
+                        }
+                        Err(e) => {
+                            tracing::warn!(device = %t, error = %error_chain(&e), "cannot delete stale isolation rules")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot look for stale isolation rules")
+            }
+        }
         let found = self.host.steer_rules().and_then(|rules| {
             Ok((
                 rules.clone(),
@@ -480,6 +522,7 @@ mod tests {
                 ]
             );
             assert_eq!(r.tuns, vec![(tun_name("blue"), ifindex)]);
+            assert!(r.isolated.contains(&tun_name("blue")));
         }
         // Not the last: its own routes go.
         let r = u.remove_port(AttachmentId(1)).unwrap();
@@ -495,6 +538,7 @@ mod tests {
             .iter()
             .any(|l| l.starts_with("del route 10.0.0.3")));
         assert!(u.views().is_empty());
+        assert!(rec.lock().unwrap().isolated.is_empty());
         assert!(
             u.remove_port(AttachmentId(2)).is_none(),
             "unknown ids are ignored"

@@ -14,8 +14,9 @@ use nix::sys::eventfd::EventFd;
 use super::counters::Local;
 use super::forward::{Plane, Scratch, ScratchRefs};
 use super::port::{eth_addrs, Conn, Leave, Port};
-use super::table::{Network, Routes, Uplink};
-use super::{Attached, Cmd, OnBadPeer, PortConfig, ADAPTIVE_IDLE_POLLS, BURST};
+use super::table::{Network, Peer, Remote, Routes, Uplink};
+use super::underlay::Underlay;
+use super::{Attached, Cmd, OnBadPeer, PortConfig, RemoteSet, ADAPTIVE_IDLE_POLLS, BURST};
 use crate::api::RxMode;
 use crate::ids::AttachmentId;
 use crate::mac::Mac;
@@ -37,13 +38,15 @@ const WAKE_TOKEN: u64 = u64::MAX;
 const EPOLL_EVERY: u32 = 64;
 /// epoll data of an uplink: this bit and the network's slot.
 const UPLINK_BIT: u64 = 1 << 62;
+/// epoll data of the underlay's receive socket.
+const UNDERLAY_TOKEN: u64 = u64::MAX - 1;
 
 fn ring_token(slot: usize, ring: usize) -> u64 {
     ((slot as u64) << 16) | ring as u64
 }
 
 impl Worker {
-    pub(super) fn new(n: usize, on_bad_peer: OnBadPeer) -> Worker {
+    pub(super) fn new(n: usize, on_bad_peer: OnBadPeer, underlay: Option<Underlay>) -> Worker {
         Worker {
             n,
             on_bad_peer,
@@ -52,6 +55,8 @@ impl Worker {
                 nets: Vec::new(),
                 dirty_tx: Vec::with_capacity(1024),
                 leaving: Vec::new(),
+                underlay,
+                vni_nets: HashMap::new(),
             },
             scratch: Scratch {
                 // A peek never holds more descriptors than the ring.
@@ -81,6 +86,14 @@ impl Worker {
             tracing::error!(worker = self.n, error = %e, "cannot watch the wake fd; worker stops");
             return;
         }
+        if let Some(u) = self.plane.underlay.as_ref() {
+            if let Err(e) = epoll.add(
+                u.rx_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, UNDERLAY_TOKEN),
+            ) {
+                tracing::error!(worker = self.n, error = %e, "cannot watch the underlay socket");
+            }
+        }
         let mut events = [EpollEvent::empty(); 64];
         let mut spins: u32 = 0;
         loop {
@@ -95,7 +108,8 @@ impl Worker {
                     .nets
                     .iter()
                     .flatten()
-                    .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable));
+                    .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable))
+                || self.plane.underlay.as_ref().is_some_and(|u| u.readable);
             // Busy: look at the fds (commands, interrupts of sleeping
             // ports, uplinks) only every EPOLL_EVERY turns: the syscall
             // would otherwise cost more than a burst of frames.
@@ -134,6 +148,10 @@ impl Worker {
                             return;
                         }
                     }
+                } else if t == UNDERLAY_TOKEN {
+                    if let Some(u) = self.plane.underlay.as_mut() {
+                        u.readable = true;
+                    }
                 } else if t & UPLINK_BIT != 0 {
                     let net = (t & !UPLINK_BIT) as usize;
                     if let Some(Some(n)) = self.plane.nets.get_mut(net) {
@@ -166,6 +184,10 @@ impl Worker {
                     self.plane.flush();
                 }
             }
+            if self.plane.underlay.as_ref().is_some_and(|u| u.readable) {
+                self.plane.underlay_rx();
+                self.plane.flush();
+            }
             while let Some((slot, why)) = self.plane.leaving.pop() {
                 self.leave(&epoll, slot, why);
             }
@@ -188,10 +210,11 @@ impl Worker {
             }
             Cmd::AddUplink {
                 network,
+                vni,
                 tun,
                 counters,
             } => {
-                let net = self.net(&network);
+                let net = self.net(&network, vni);
                 if let Err(e) = epoll.add(
                     tun.fd(),
                     EpollEvent::new(EpollFlags::EPOLLIN, UPLINK_BIT | net as u64),
@@ -219,12 +242,13 @@ impl Worker {
                 }
                 let _ = done.send(());
             }
+            Cmd::SetRemotes { network, set } => self.set_remotes(&network, &set),
             Cmd::Shutdown => return false,
         }
         true
     }
 
-    fn net(&mut self, name: &str) -> usize {
+    fn net(&mut self, name: &str, vni: u32) -> usize {
         if let Some(&i) = self.net_by_name.get(name) {
             return i;
         }
@@ -234,6 +258,9 @@ impl Worker {
             last: (0, 0),
             uplink: None,
             ports: 0,
+            vni,
+            remotes: Default::default(),
+            peers: Vec::new(),
         };
         let i = match self.plane.nets.iter().position(Option::is_none) {
             Some(i) => {
@@ -246,7 +273,45 @@ impl Worker {
             }
         };
         self.net_by_name.insert(name.to_string(), i);
+        self.plane.vni_nets.insert(vni, i);
         i
+    }
+
+    /// Replaces a network's remote pods.
+    fn set_remotes(&mut self, network: &str, set: &RemoteSet) {
+        let Some(&i) = self.net_by_name.get(network) else {
+            return;
+        };
+        let Some(n) = self.plane.nets[i].as_mut() else {
+            return;
+        };
+        n.peers = set
+            .peers
+            .iter()
+            .map(|p| Peer {
+                addr: p.addr,
+                counters: p.counters.clone(),
+            })
+            .collect();
+        n.remotes.clear();
+        for e in &set.endpoints {
+            if e.peer < n.peers.len() {
+                n.remotes.insert(
+                    key_of(e.ip),
+                    Remote {
+                        peer: e.peer,
+                        mac: e.mac,
+                    },
+                );
+            }
+        }
+        tracing::debug!(
+            worker = self.n,
+            network,
+            peers = n.peers.len(),
+            endpoints = n.remotes.len(),
+            "remote pods set"
+        );
     }
 
     /// Forgets a network with neither ports nor uplink.
@@ -257,12 +322,15 @@ impl Worker {
         if empty {
             let n = self.plane.nets[net].take().expect("checked");
             self.net_by_name.remove(&n.name);
+            if self.plane.vni_nets.get(&n.vni) == Some(&net) {
+                self.plane.vni_nets.remove(&n.vni);
+            }
         }
     }
 
     fn add_port(&mut self, epoll: &Epoll, cfg: PortConfig) {
         self.remove_port(epoll, cfg.id);
-        let net = self.net(&cfg.network);
+        let net = self.net(&cfg.network, cfg.vni);
         let port = Port {
             id: cfg.id,
             net,
@@ -501,6 +569,7 @@ impl Worker {
                 c.next_hop = hop;
             }
             self.plane.flush();
+            self.plane.flush_underlay();
         }
         let p = self.plane.port(slot);
         let c = p.conn.as_mut().expect("still connected");

@@ -31,6 +31,13 @@ pub trait HostNet: Send {
     fn steer_rules(&mut self) -> Result<Vec<SteerRule>, LinkError>;
     /// `(table, destination)` of every host route, every table.
     fn host_routes(&mut self) -> Result<Vec<(u32, IpAddr)>, LinkError>;
+    /// Keeps what enters the host from uplink `tun` out of the other
+    /// uplinks (see [`route::isolate`]).
+    fn isolate(&mut self, tun: &str) -> Result<(), LinkError>;
+    /// Undoes [`HostNet::isolate`].
+    fn unisolate(&mut self, tun: &str) -> Result<(), LinkError>;
+    /// Uplinks isolated by us whose device is gone.
+    fn stale_isolated(&mut self) -> Result<Vec<String>, LinkError>;
 }
 
 /// The real host: netlink on a [`LinkThread`] in the namespace the
@@ -83,6 +90,17 @@ impl HostNet for KernelHost {
     fn host_routes(&mut self) -> Result<Vec<(u32, IpAddr)>, LinkError> {
         self.call(|nl| route::host_routes(nl))
     }
+    fn isolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        let tun = tun.to_string();
+        self.call(move |nl| route::isolate(nl, &tun))
+    }
+    fn unisolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        let tun = tun.to_string();
+        self.call(move |nl| route::unisolate(nl, &tun))
+    }
+    fn stale_isolated(&mut self) -> Result<Vec<String>, LinkError> {
+        self.call(|nl| route::stale_isolated(nl))
+    }
 }
 
 /// A host that only records: its routes, rules and devices are sets the
@@ -97,6 +115,8 @@ pub struct Recording {
     pub tuns: Vec<(String, u32)>,
     pub tun_peers: Vec<(String, OwnedFd)>,
     pub rp_filter: Vec<(String, u8)>,
+    /// Uplinks with isolation rules.
+    pub isolated: BTreeSet<String>,
     /// Device names whose creation fails (to test a missing uplink).
     pub fail_tun: BTreeSet<String>,
     next_ifindex: u32,
@@ -155,6 +175,25 @@ impl HostNet for Recording {
     fn host_routes(&mut self) -> Result<Vec<(u32, IpAddr)>, LinkError> {
         Ok(self.routes.iter().map(|r| (r.table, r.ip)).collect())
     }
+    fn isolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        self.log.push(format!("isolate {tun}"));
+        self.isolated.insert(tun.to_string());
+        Ok(())
+    }
+    fn unisolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        self.log.push(format!("unisolate {tun}"));
+        self.isolated.remove(tun);
+        Ok(())
+    }
+    fn stale_isolated(&mut self) -> Result<Vec<String>, LinkError> {
+        let live: BTreeSet<&String> = self.tuns.iter().map(|t| &t.0).collect();
+        Ok(self
+            .isolated
+            .iter()
+            .filter(|t| !live.contains(t))
+            .cloned()
+            .collect())
+    }
 }
 
 /// A shared recording: the dataplane owns one handle, the test reads the
@@ -185,6 +224,15 @@ impl HostNet for SharedRecording {
     }
     fn host_routes(&mut self) -> Result<Vec<(u32, IpAddr)>, LinkError> {
         lock(self).host_routes()
+    }
+    fn isolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        lock(self).isolate(tun)
+    }
+    fn unisolate(&mut self, tun: &str) -> Result<(), LinkError> {
+        lock(self).unisolate(tun)
+    }
+    fn stale_isolated(&mut self) -> Result<Vec<String>, LinkError> {
+        lock(self).stale_isolated()
     }
 }
 

@@ -237,6 +237,213 @@ pub fn host_routes(link: &Netlink) -> Result<Vec<(u32, IpAddr)>, LinkError> {
     })
 }
 
+/// The underlay of this namespace: `want` (when given) or the preferred
+/// source address of the default route (IPv4 first, then IPv6; without a
+/// preferred source, the first global address of its device), with the
+/// MTU of the device that holds the address. `None` when there is no
+/// default route (or `want` is on no device).
+pub fn underlay(link: &Netlink, want: Option<IpAddr>) -> Result<Option<(IpAddr, u32)>, LinkError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    link.run("find the underlay", |h| async move {
+        // Every address with its device.
+        let mut addrs: Vec<(IpAddr, u32, bool)> = Vec::new();
+        let mut s = h.address().get().execute();
+        while let Some(m) = s.try_next().await.map_err(nl("dump addresses"))? {
+            let global = m.header.scope == rtnetlink::packet_route::address::AddressScope::Universe;
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    addrs.push((*ip, m.header.index, global));
+                }
+            }
+        }
+        let chosen = match want {
+            Some(ip) => addrs.iter().find(|a| a.0 == ip).map(|a| (a.0, a.1)),
+            None => {
+                let mut found = None;
+                for v4 in [true, false] {
+                    let msg = if v4 {
+                        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+                    } else {
+                        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+                    };
+                    let mut s = h.route().get(msg).execute();
+                    while let Some(m) = s.try_next().await.map_err(nl("dump routes"))? {
+                        if m.header.destination_prefix_length != 0
+                            || parse_table(&m) != RT_TABLE_MAIN
+                        {
+                            continue;
+                        }
+                        let (mut oif, mut src) = (None, None);
+                        for a in &m.attributes {
+                            match a {
+                                RouteAttribute::Oif(i) => oif = Some(*i),
+                                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => {
+                                    src = Some(IpAddr::V4(*ip))
+                                }
+                                RouteAttribute::PrefSource(RouteAddress::Inet6(ip)) => {
+                                    src = Some(IpAddr::V6(*ip))
+                                }
+                                _ => {}
+                            }
+                        }
+                        let Some(oif) = oif else { continue };
+                        let src = src.or_else(|| {
+                            addrs
+                                .iter()
+                                .find(|a| a.1 == oif && a.2 && a.0.is_ipv4() == v4)
+                                .map(|a| a.0)
+                        });
+                        if let Some(ip) = src {
+                            found = Some((ip, oif));
+                            break;
+                        }
+                    }
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        let Some((ip, index)) = chosen else {
+            return Ok(None);
+        };
+        let mut s = h.link().get().match_index(index).execute();
+        let mut mtu = 1500;
+        if let Some(m) = s.try_next().await.map_err(nl("get link"))? {
+            for a in m.attributes {
+                if let LinkAttribute::Mtu(x) = a {
+                    mtu = x;
+                }
+            }
+        }
+        Ok(Some((ip, mtu)))
+    })
+}
+
+fn parse_table(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(m.header.table as u32)
+}
+
+/// The interface group of memifd's uplink TUNs (0x4d50, "MP").
+pub const UPLINK_GROUP: u32 = 0x4d50;
+/// Priorities of the isolation rules: after `local` (0), before the PBL
+/// steering (2000) and `main` (32766).
+pub const ISOLATE_PRIORITY: u32 = 1990;
+
+/// The two rules per family that keep what a network sends into its
+/// uplink `iif` out of every other uplink: `iif <tun> lookup main
+/// suppress_ifgroup 0x4d50` (routes through any uplink are refused, others
+/// taken), then `iif <tun> blackhole`.
+fn isolation_messages(iif: &str) -> Vec<(String, RuleMessage)> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let fam = if family == AddressFamily::Inet {
+            ""
+        } else {
+            "-6 "
+        };
+        let mut lookup = RuleMessage::default();
+        lookup.header.family = family;
+        lookup.header.action = RuleAction::ToTable;
+        lookup.header.table = RT_TABLE_MAIN as u8;
+        lookup.attributes = vec![
+            RuleAttribute::Iifname(iif.to_string()),
+            RuleAttribute::Priority(ISOLATE_PRIORITY),
+            RuleAttribute::SuppressIfGroup(UPLINK_GROUP),
+            RuleAttribute::Protocol(RouteProtocol::from(RTPROT_MEMIFD)),
+        ];
+        out.push((
+            format!("{fam}pref {ISOLATE_PRIORITY} iif {iif} lookup main suppress_ifgroup {UPLINK_GROUP:#x}"),
+            lookup,
+        ));
+        let mut hole = RuleMessage::default();
+        hole.header.family = family;
+        hole.header.action = RuleAction::Blackhole;
+        hole.attributes = vec![
+            RuleAttribute::Iifname(iif.to_string()),
+            RuleAttribute::Priority(ISOLATE_PRIORITY + 1),
+            RuleAttribute::Protocol(RouteProtocol::from(RTPROT_MEMIFD)),
+        ];
+        out.push((
+            format!("{fam}pref {} iif {iif} blackhole", ISOLATE_PRIORITY + 1),
+            hole,
+        ));
+    }
+    out
+}
+
+/// Installs the isolation rules of uplink `iif` (identical ones are fine).
+pub fn isolate(link: &Netlink, iif: &str) -> Result<(), LinkError> {
+    link.run("add isolation rules", |h| async move {
+        for (what, m) in isolation_messages(iif) {
+            let mut req = h.rule().add();
+            *req.message_mut() = m;
+            match req.execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == nix::libc::EEXIST => {}
+                Err(e) => return Err(nl(format!("add rule {what}"))(e)),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Deletes the isolation rules of uplink `iif` (absent ones are fine).
+pub fn unisolate(link: &Netlink, iif: &str) -> Result<(), LinkError> {
+    link.run("delete isolation rules", |h| async move {
+        for (what, m) in isolation_messages(iif) {
+            match h.rule().del(m).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == nix::libc::ENOENT => {}
+                Err(e) => return Err(nl(format!("delete rule {what}"))(e)),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Uplinks with isolation rules of ours whose device is gone (a memifd
+/// that did not stop cleanly left them).
+pub fn stale_isolated(link: &Netlink) -> Result<Vec<String>, LinkError> {
+    link.run("dump isolation rules", |h| async move {
+        let mut names = std::collections::BTreeSet::new();
+        for v in [IpVersion::V4, IpVersion::V6] {
+            let mut s = h.rule().get(v).execute();
+            while let Some(m) = s.try_next().await.map_err(nl("dump rules"))? {
+                let ours = m.attributes.iter().any(
+                    |a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == RTPROT_MEMIFD),
+                );
+                let iif = m.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::Iifname(n) => Some(n.clone()),
+                    _ => None,
+                });
+                if let (true, Some(iif)) = (ours, iif) {
+                    names.insert(iif);
+                }
+            }
+        }
+        let mut stale = Vec::new();
+        for n in names {
+            let mut s = h.link().get().match_name(n.clone()).execute();
+            match s.try_next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => stale.push(n),
+                Err(e) if errno(&e) == nix::libc::ENODEV => stale.push(n),
+                Err(e) => return Err(nl(format!("get link {n}"))(e)),
+            }
+        }
+        Ok(stale)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::LinkUnspec;
 
 use super::{nl, LinkError, Netlink};
@@ -26,7 +27,9 @@ pub struct Tun {
 
 impl Tun {
     /// Creates (or attaches to a free) TUN device `name`, non-blocking,
-    /// and sets it up with `mtu`, using `link` in the current namespace.
+    /// and sets it up with `mtu` in interface group
+    /// [`UPLINK_GROUP`](super::route::UPLINK_GROUP), using `link` in the
+    /// current namespace.
     pub fn create(link: &Netlink, name: &str, mtu: u32) -> Result<Tun, LinkError> {
         let fail = |source| LinkError::Tun {
             name: name.to_string(),
@@ -50,7 +53,13 @@ impl Tun {
         })?;
         link.run("set tun up", |h| async move {
             h.link()
-                .set(LinkUnspec::new_with_index(ifindex).up().mtu(mtu).build())
+                .set(
+                    LinkUnspec::new_with_index(ifindex)
+                        .up()
+                        .mtu(mtu)
+                        .append_extra_attribute(LinkAttribute::Group(super::route::UPLINK_GROUP))
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(nl(format!("set link {ifindex} up")))

@@ -20,6 +20,7 @@ pub mod build;
 pub mod checksum;
 pub mod decide;
 pub mod parse;
+pub mod vxlan;
 
 pub use build::*;
 pub use checksum::{checksum, l4_checksum};

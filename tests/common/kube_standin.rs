@@ -91,6 +91,9 @@ pub enum Behaviour {
     Forbid,
     /// Read the request and never answer (a hung API server).
     Silent,
+    /// Unreachable: every connection is closed at once (an API server
+    /// that went away); setting it cuts the open ones too.
+    Down,
 }
 
 /// One request as received.
@@ -101,6 +104,8 @@ pub struct Recorded {
     pub path: String,
     /// Header names lower-cased, in order.
     pub headers: Vec<(String, String)>,
+    /// The request body (a PATCH's).
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -112,8 +117,22 @@ impl Recorded {
     }
 }
 
+/// The MemifNode objects and their change log (for watches).
+#[derive(Default)]
+struct Objects {
+    items: BTreeMap<String, Value>,
+    rv: u64,
+    /// (resourceVersion, event type, object), oldest first.
+    events: Vec<(u64, &'static str, Value)>,
+}
+
 struct Shared {
     stop: AtomicBool,
+    /// Whether the MemifNode resource is served (its CRD installed).
+    crd: AtomicBool,
+    nodes: Mutex<BTreeMap<String, Value>>,
+    memifnodes: Mutex<Objects>,
+    changed: std::sync::Condvar,
     behaviour: Mutex<Behaviour>,
     pods: Mutex<BTreeMap<(String, String), Value>>,
     requests: Mutex<Vec<Recorded>>,
@@ -127,6 +146,9 @@ pub struct KubeStandin {
     dir: PathBuf,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The network namespace the listener lives in, if not the test's own:
+    /// the wake-up connection at drop must come from there.
+    netns: Option<PathBuf>,
 }
 
 impl KubeStandin {
@@ -150,9 +172,28 @@ impl KubeStandin {
         KubeStandin::spawn(Some(Arc::new(config)))
     }
 
+    /// A plain-HTTP stand-in listening on `ip` inside network namespace
+    /// `netns` (for clients that live in other namespaces than the test).
+    pub fn start_in(netns: &Path, ip: std::net::IpAddr) -> KubeStandin {
+        let ns = netns.to_path_buf();
+        let listener = std::thread::spawn(move || {
+            let _g = memif_cni::netns::NetnsGuard::enter(&ns).expect("enter the stand-in's netns");
+            TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind the stand-in")
+        })
+        .join()
+        .expect("bind thread");
+        let mut standin = KubeStandin::spawn_on(listener, None);
+        standin.netns = Some(netns.to_path_buf());
+        standin
+    }
+
     fn spawn(tls: Option<Arc<rustls::ServerConfig>>) -> KubeStandin {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stand-in");
+        KubeStandin::spawn_on(listener, tls)
+    }
+
+    fn spawn_on(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> KubeStandin {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
         let addr = listener.local_addr().unwrap();
         let dir = std::env::temp_dir().join(format!(
             "memif-kube-standin-{}-{}",
@@ -168,6 +209,10 @@ impl KubeStandin {
         );
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            crd: AtomicBool::new(false),
+            nodes: Mutex::new(BTreeMap::new()),
+            memifnodes: Mutex::new(Objects::default()),
+            changed: std::sync::Condvar::new(),
             behaviour: Mutex::new(Behaviour::Serve),
             pods: Mutex::new(pods),
             requests: Mutex::new(Vec::new()),
@@ -184,6 +229,7 @@ impl KubeStandin {
             dir,
             shared,
             thread: Some(thread),
+            netns: None,
         };
         let sa = standin.service_account_dir();
         std::fs::write(sa.join("token"), TOKEN).unwrap();
@@ -254,6 +300,60 @@ users:
 
     pub fn set_behaviour(&self, b: Behaviour) {
         *self.shared.behaviour.lock().unwrap() = b;
+        if b == Behaviour::Down {
+            for c in self.shared.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Serves the MemifNode resource (as if its CRD were installed).
+    pub fn serve_memifnodes(&self) {
+        self.shared.crd.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves a Node object `name`; returns its uid.
+    pub fn insert_node(&self, name: &str) -> String {
+        let uid = format!(
+            "0f6e2a7c-1b3d-4e5f-8a9b-{:012x}",
+            name.len() * 7919 + name.bytes().map(usize::from).sum::<usize>()
+        );
+        self.shared.nodes.lock().unwrap().insert(
+            name.to_string(),
+            json!({
+                "kind": "Node",
+                "apiVersion": "v1",
+                "metadata": {"name": name, "uid": uid, "resourceVersion": "1"},
+                "spec": {},
+            }),
+        );
+        uid
+    }
+
+    /// The MemifNode object `name`, if any.
+    pub fn memifnode(&self, name: &str) -> Option<Value> {
+        self.shared
+            .memifnodes
+            .lock()
+            .unwrap()
+            .items
+            .get(name)
+            .cloned()
+    }
+
+    /// Deletes MemifNode `name` (as Kubernetes does with its Node); the
+    /// watches see it.
+    pub fn delete_memifnode(&self, name: &str) -> bool {
+        let mut o = self.shared.memifnodes.lock().unwrap();
+        let Some(obj) = o.items.remove(name) else {
+            return false;
+        };
+        o.rv += 1;
+        let rv = o.rv;
+        o.events.push((rv, "DELETED", obj));
+        self.shared.changed.notify_all();
+        true
     }
 
     /// Serves another pod (or replaces one) with these annotations.
@@ -283,8 +383,21 @@ users:
 impl Drop for KubeStandin {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop, then cut every connection.
-        let _ = TcpStream::connect(self.addr);
+        // Wake the accept loop (from the listener's own namespace: from
+        // another, its address may be unroutable and connect would hang),
+        // then cut every connection.
+        let addr = self.addr;
+        match self.netns.clone() {
+            None => drop(TcpStream::connect_timeout(&addr, Duration::from_secs(2))),
+            Some(ns) => {
+                let _ = std::thread::spawn(move || {
+                    if let Ok(_g) = memif_cni::netns::NetnsGuard::enter(&ns) {
+                        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+                    }
+                })
+                .join();
+            }
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -493,6 +606,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             return;
         }
         let Ok(conn) = conn else { continue };
+        if *shared.behaviour.lock().unwrap() == Behaviour::Down {
+            let _ = conn.shutdown(Shutdown::Both);
+            continue;
+        }
         // Bounded reads: a connection thread never outlives a test by long.
         let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
         if let Ok(c) = conn.try_clone() {
@@ -525,6 +642,10 @@ fn serve_conn<S: Read + Write>(stream: S, shared: &Shared) {
             while !shared.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            return;
+        }
+        if is_watch(&req) && req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
+            watch(reader.get_mut(), &req, shared);
             return;
         }
         let (code, reason, body) = answer(&req, behaviour, shared);
@@ -582,15 +703,16 @@ fn read_request<R: BufRead>(r: &mut R) -> Option<Recorded> {
             return None;
         }
     }
-    let req = Recorded {
+    let mut req = Recorded {
         method,
         path,
         headers,
+        body: Vec::new(),
     };
     let len: u64 = req
         .header("content-length")
         .map_or(Some(0), |v| v.parse().ok())?;
-    std::io::copy(&mut r.take(len), &mut std::io::sink()).ok()?;
+    r.take(len).read_to_end(&mut req.body).ok()?;
     Some(req)
 }
 
@@ -604,6 +726,9 @@ fn answer(req: &Recorded, behaviour: Behaviour, shared: &Shared) -> (u16, &'stat
         );
     }
     let path = req.path.split('?').next().unwrap_or("");
+    if let Some(a) = cluster_answer(req, path, shared) {
+        return a;
+    }
     let pod = path.strip_prefix("/api/v1/namespaces/").and_then(|rest| {
         let (ns, rest) = rest.split_once('/')?;
         let name = rest.strip_prefix("pods/")?;
@@ -662,4 +787,169 @@ fn answer(req: &Recorded, behaviour: Behaviour, shared: &Shared) -> (u16, &'stat
             ),
         ),
     }
+}
+
+const MEMIFNODES: &str = "/apis/memif-cni.io/v1alpha1/memifnodes";
+
+/// The value of query parameter `k`.
+fn query<'a>(req: &'a Recorded, k: &str) -> Option<&'a str> {
+    let q = req.path.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (a, b) = kv.split_once('=').unwrap_or((kv, ""));
+        (a == k).then_some(b)
+    })
+}
+
+fn is_watch(req: &Recorded) -> bool {
+    let path = req.path.split('?').next().unwrap_or("");
+    path == MEMIFNODES && matches!(query(req, "watch"), Some("true" | "1"))
+}
+
+fn not_found(what: &str) -> (u16, &'static str, Value) {
+    (
+        404,
+        "Not Found",
+        status_json(404, "NotFound", what, Some(json!({}))),
+    )
+}
+
+/// Nodes and MemifNode objects; `None` for other paths.
+fn cluster_answer(
+    req: &Recorded,
+    path: &str,
+    shared: &Shared,
+) -> Option<(u16, &'static str, Value)> {
+    if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
+        return Some(match shared.nodes.lock().unwrap().get(name) {
+            Some(n) if req.method == "GET" => (200, "OK", n.clone()),
+            _ => not_found(&format!("nodes \"{name}\" not found")),
+        });
+    }
+    if !path.starts_with(MEMIFNODES) {
+        return None;
+    }
+    if !shared.crd.load(Ordering::SeqCst) {
+        return Some(not_found(
+            "the server could not find the requested resource",
+        ));
+    }
+    let mut o = shared.memifnodes.lock().unwrap();
+    if path == MEMIFNODES && req.method == "GET" {
+        return Some((
+            200,
+            "OK",
+            json!({
+                "apiVersion": "memif-cni.io/v1alpha1",
+                "kind": "MemifNodeList",
+                "metadata": {"resourceVersion": o.rv.to_string()},
+                "items": o.items.values().cloned().collect::<Vec<_>>(),
+            }),
+        ));
+    }
+    let name = path.strip_prefix(&format!("{MEMIFNODES}/"))?.to_string();
+    match req.method.as_str() {
+        "GET" => Some(match o.items.get(&name) {
+            Some(v) => (200, "OK", v.clone()),
+            None => not_found(&format!("memifnodes.memif-cni.io \"{name}\" not found")),
+        }),
+        "PATCH" => {
+            // Server-side apply: the body is the whole intent.
+            let ct = req.header("content-type").unwrap_or("");
+            if ct != "application/apply-patch+yaml" {
+                return Some((
+                    415,
+                    "Unsupported Media Type",
+                    status_json(415, "UnsupportedMediaType", "apply only", None),
+                ));
+            }
+            let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
+                return Some((
+                    400,
+                    "Bad Request",
+                    status_json(400, "BadRequest", "not JSON", None),
+                ));
+            };
+            o.rv += 1;
+            let rv = o.rv;
+            let existed = o.items.contains_key(&name);
+            body["metadata"]["resourceVersion"] = json!(rv.to_string());
+            body["metadata"]["uid"] = json!(format!("memifnode-{name}"));
+            body["metadata"]["name"] = json!(name);
+            o.items.insert(name, body.clone());
+            o.events
+                .push((rv, if existed { "MODIFIED" } else { "ADDED" }, body.clone()));
+            shared.changed.notify_all();
+            Some((
+                if existed { 200 } else { 201 },
+                if existed { "OK" } else { "Created" },
+                body,
+            ))
+        }
+        _ => Some((
+            405,
+            "Method Not Allowed",
+            status_json(405, "MethodNotAllowed", "not here", None),
+        )),
+    }
+}
+
+/// A watch of the MemifNode objects: every event after the request's
+/// resourceVersion, as chunks, until the watch times out, the stand-in
+/// stops or goes down.
+fn watch<W: Write>(w: &mut W, req: &Recorded, shared: &Shared) {
+    let from: u64 = query(req, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let secs: u64 = query(req, "timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(290);
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if w.write_all(head.as_bytes())
+        .and_then(|()| w.flush())
+        .is_err()
+    {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut seen = from;
+    let mut o = shared.memifnodes.lock().unwrap();
+    loop {
+        if shared.stop.load(Ordering::SeqCst)
+            || *shared.behaviour.lock().unwrap() == Behaviour::Down
+            || std::time::Instant::now() >= deadline
+        {
+            break;
+        }
+        let new: Vec<(u64, &'static str, Value)> = o
+            .events
+            .iter()
+            .filter(|(rv, _, _)| *rv > seen)
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            drop(o);
+            for (rv, kind, obj) in new {
+                let line = format!("{}\n", json!({"type": kind, "object": obj}));
+                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                if w.write_all(chunk.as_bytes())
+                    .and_then(|()| w.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                seen = rv;
+            }
+            o = shared.memifnodes.lock().unwrap();
+            continue;
+        }
+        o = shared
+            .changed
+            .wait_timeout(o, Duration::from_millis(200))
+            .unwrap()
+            .0;
+    }
+    drop(o);
+    let _ = w.write_all(b"0\r\n\r\n");
+    let _ = w.flush();
 }

@@ -311,6 +311,9 @@ pub struct Memifd {
     /// Whether memifd may use the Kubernetes API (its config then names a
     /// kubeconfig); otherwise it runs with `--no-kubernetes`.
     kube: bool,
+    /// The network namespace memifd runs in (`ip netns exec`); `None`: the
+    /// test's own.
+    netns: Option<String>,
     starts: usize,
 }
 
@@ -335,6 +338,7 @@ impl Memifd {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             kube: false,
+            netns: None,
             starts: 0,
         };
         m.spawn();
@@ -359,6 +363,34 @@ impl Memifd {
             dir: dir.to_path_buf(),
             env: Vec::new(),
             kube: true,
+            netns: None,
+            starts: 0,
+        };
+        m.spawn();
+        m
+    }
+
+    /// memifd as one node of a cluster: inside network namespace `netns`
+    /// (`ip netns exec`), with `config` and, when given, Kubernetes access
+    /// through `kubeconfig`.
+    #[track_caller]
+    pub fn start_node(
+        dir: &Path,
+        netns: &str,
+        config: serde_json::Value,
+        kubeconfig: Option<&Path>,
+    ) -> Memifd {
+        let mut config = config;
+        if let Some(k) = kubeconfig {
+            config["kubeconfig"] = serde_json::json!(k);
+        }
+        fs::write(dir.join("memifd.json"), config.to_string()).expect("write memifd config");
+        let mut m = Memifd {
+            child: Mutex::new(None),
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
+            kube: kubeconfig.is_some(),
+            netns: Some(netns.to_string()),
             starts: 0,
         };
         m.spawn();
@@ -398,7 +430,14 @@ impl Memifd {
         // MEMIFD_UNDER_TEST runs the suite against another build (e.g. to
         // measure the one before a change); default: this build's.
         let bin = std::env::var("MEMIFD_UNDER_TEST").unwrap_or_else(|_| MEMIFD.to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--api-socket")
             .arg(self.api_socket())
             .arg("--state-dir")
@@ -589,6 +628,15 @@ pub fn read_state(path: &Path) -> Option<Vec<(AttachRequest, u32)>> {
 impl Drop for Memifd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child().take() {
+            // SIGTERM first: memifd deletes its policy rules on the way
+            // out (a SIGKILL would leave them for the next start to clean).
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -616,6 +664,7 @@ pub fn request(ns: &Netns, container: &str, ifname: &str, network: &str) -> Atta
         ips: vec!["10.1.0.2".parse().unwrap()],
         pod: None,
         steer: None,
+        vni: None,
     }
 }
 
