@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount, Volume,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Resource;
 use memif_cni::agent::config::Config;
@@ -89,6 +90,7 @@ struct Manifests {
     cluster_role_bindings: Vec<Found<ClusterRoleBinding>>,
     pods: Vec<Found<Pod>>,
     nads: Vec<Found<NetworkAttachmentDefinition>>,
+    crds: Vec<Found<CustomResourceDefinition>>,
 }
 
 fn manifests_dir() -> PathBuf {
@@ -152,6 +154,8 @@ fn lost(orig: &Value, back: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         _ if orig == back => {}
+        // JSON Schema bounds are f64 in the API types: 1 and 1.0 are one.
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
         _ => out.push(format!(
             "`{path}`: {orig} does not survive the round trip ({back})"
         )),
@@ -233,6 +237,8 @@ fn try_load() -> Result<Manifests, Vec<String>> {
                 push(&mut m.cluster_role_bindings, &v, at, &mut errs);
             } else if is::<Pod>(av, kind) {
                 push(&mut m.pods, &v, at, &mut errs);
+            } else if is::<CustomResourceDefinition>(av, kind) {
+                push(&mut m.crds, &v, at, &mut errs);
             } else if av == NAD_API_VERSION && kind == NAD_KIND {
                 push(&mut m.nads, &v, at, &mut errs);
             } else {
@@ -1163,4 +1169,274 @@ fn images_of_this_project_agree() {
         env!("CARGO_PKG_VERSION"),
         "the memif-cni image tag should be the crate's version"
     );
+}
+
+/// Whether a rule grants `verb` on `resource` of API group `group`.
+fn grants_in(role: &ClusterRole, group: &str, resource: &str, verb: &str) -> bool {
+    let any = |list: &[String], want: &str| list.iter().any(|s| s == want || s == "*");
+    role.rules.iter().flatten().any(|r| {
+        any(r.api_groups.as_deref().unwrap_or_default(), group)
+            && any(r.resources.as_deref().unwrap_or_default(), resource)
+            && any(&r.verbs, verb)
+    })
+}
+
+/// Every way `v` breaks the OpenAPI `schema` (the subset the CRD uses:
+/// type, required, properties, items, enum, minimum, maximum, minLength,
+/// maxLength, pattern by shape), each with its path. Unknown keys count
+/// too: the API server would prune them.
+fn violations(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "boolean" => v.is_boolean(),
+        _ => {
+            out.push(format!("{path}: schema has no type"));
+            return;
+        }
+    };
+    if !ok {
+        out.push(format!("{path}: {v} is not of type {ty}"));
+        return;
+    }
+    if let Some(e) = schema["enum"].as_array() {
+        if !e.contains(v) {
+            out.push(format!("{path}: {v} is not one of {e:?}"));
+        }
+    }
+    if let Some(n) = v.as_f64() {
+        if schema["minimum"].as_f64().is_some_and(|m| n < m)
+            || schema["maximum"].as_f64().is_some_and(|m| n > m)
+        {
+            out.push(format!("{path}: {n} is out of the schema's range"));
+        }
+    }
+    if let Some(t) = v.as_str() {
+        if schema["minLength"]
+            .as_u64()
+            .is_some_and(|m| (t.len() as u64) < m)
+            || schema["maxLength"]
+                .as_u64()
+                .is_some_and(|m| (t.len() as u64) > m)
+        {
+            out.push(format!(
+                "{path}: {t:?} has a length out of the schema's range"
+            ));
+        }
+    }
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            violations(&schema["items"], item, &format!("{path}[{i}]"), out);
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().unwrap_or("");
+            if !obj.contains_key(r) {
+                out.push(format!("{}: required, missing", join(path, r)));
+            }
+        }
+        for (k, val) in obj {
+            match schema["properties"].get(k) {
+                Some(s) => violations(s, val, &join(path, k), out),
+                None => out.push(format!("{}: not in the schema (pruned)", join(path, k))),
+            }
+        }
+    }
+}
+
+/// What memifd writes, in every shape it can take: both address families,
+/// every mode, MACs in ethernet networks, the VNI bounds.
+fn memif_node_samples() -> Vec<Value> {
+    use memif_cni::agent::nodes::{object_json, EndpointSpec, NetworkSpec, NodeSpec, UnderlaySpec};
+    use memif_cni::memif::wire::Mode;
+    let mac = Some(memif_cni::mac::Mac([0x02, 0xfe, 0, 0x12, 0x34, 0x56]));
+    let net = |name: &str, vni, mode, endpoints| NetworkSpec {
+        name: name.into(),
+        vni,
+        mode,
+        endpoints,
+    };
+    let spec = |address: &str, networks| NodeSpec {
+        underlay: UnderlaySpec {
+            address: address.parse().unwrap(),
+            port: 4789,
+        },
+        networks,
+    };
+    vec![
+        object_json("node-a", &spec("192.0.2.10", vec![])),
+        object_json(
+            "node-b",
+            &spec(
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                vec![
+                    net(
+                        "network-blue",
+                        1,
+                        Mode::Ethernet,
+                        vec![
+                            EndpointSpec {
+                                ip: "10.1.0.2".parse().unwrap(),
+                                mac,
+                            },
+                            EndpointSpec {
+                                ip: "fd00::2".parse().unwrap(),
+                                mac,
+                            },
+                        ],
+                    ),
+                    net(
+                        "network-red",
+                        16_777_215,
+                        Mode::Ip,
+                        vec![EndpointSpec {
+                            ip: "10.2.0.2".parse().unwrap(),
+                            mac: None,
+                        }],
+                    ),
+                    net("network-punt", 77, Mode::PuntInject, vec![]),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn the_memif_node_crd_accepts_what_memifd_writes() {
+    use memif_cni::agent::nodes::{API_GROUP, API_VERSION, KIND, PLURAL};
+    let m = load();
+    let want = format!("{PLURAL}.{API_GROUP}");
+    let crd = m
+        .crds
+        .iter()
+        .find(|c| name(&c.obj.metadata) == want)
+        .unwrap_or_else(|| panic!("no CustomResourceDefinition {want} in manifests/"));
+    let s = &crd.obj.spec;
+    assert_eq!(s.group, API_GROUP, "{}", crd.at);
+    assert_eq!(s.names.kind, KIND, "{}", crd.at);
+    assert_eq!(s.names.plural, PLURAL, "{}", crd.at);
+    assert_eq!(
+        s.scope, "Cluster",
+        "{}: one object per node, cluster-scoped",
+        crd.at
+    );
+    let v = s
+        .versions
+        .iter()
+        .find(|v| v.name == API_VERSION)
+        .unwrap_or_else(|| panic!("{}: no version {API_VERSION}", crd.at));
+    assert!(
+        v.served && v.storage,
+        "{}: {API_VERSION} served and stored",
+        crd.at
+    );
+    let schema = serde_json::to_value(
+        v.schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap_or_else(|| panic!("{}: no openAPIV3Schema", crd.at)),
+    )
+    .unwrap();
+    let mut errs = Vec::new();
+    for obj in memif_node_samples() {
+        let at = format!("{} {}", crd.at, obj["metadata"]["name"]);
+        let mut found = Vec::new();
+        violations(&schema, &json_only(&obj, "spec"), "", &mut found);
+        errs.extend(found.into_iter().map(|e| format!("{at}: {e}")));
+    }
+    report("MemifNode schema against what memifd writes", errs);
+    // The schema is not a pass-all: it refuses what memifd never writes.
+    for (bad, what) in [
+        (
+            serde_json::json!({"spec": {"underlay": {"address": "192.0.2.1"}}}),
+            "no port",
+        ),
+        (
+            serde_json::json!({"spec": {"underlay": {"address": "192.0.2.1", "port": 4789},
+                "networks": [{"name": "n", "vni": 16_777_216, "mode": "ip"}]}}),
+            "a VNI above 24 bits",
+        ),
+        (
+            serde_json::json!({"spec": {"underlay": {"address": "192.0.2.1", "port": 4789},
+                "networks": [{"name": "n", "vni": 5, "mode": "tap"}]}}),
+            "an unknown mode",
+        ),
+    ] {
+        let mut found = Vec::new();
+        violations(&schema, &bad, "", &mut found);
+        assert!(!found.is_empty(), "the schema accepts {what}: {bad}");
+    }
+}
+
+/// `obj` with only `key` kept at the top (the schema covers the object's
+/// own fields; apiVersion, kind and metadata are the API server's).
+fn json_only(obj: &Value, key: &str) -> Value {
+    serde_json::json!({ key: obj[key].clone() })
+}
+
+#[test]
+fn memifd_may_publish_and_watch_memif_nodes_and_knows_its_node() {
+    let m = load();
+    let mut errs = Vec::new();
+    for ds in &m.daemon_sets {
+        let namespace = ns(&ds.obj.metadata);
+        let spec = pod_spec_of(ds);
+        let sa = spec.service_account_name.as_deref().unwrap_or("default");
+        let roles: Vec<&ClusterRole> = m
+            .cluster_role_bindings
+            .iter()
+            .filter(|b| {
+                b.obj.subjects.iter().flatten().any(|s| {
+                    s.kind == "ServiceAccount"
+                        && s.name == sa
+                        && s.namespace.as_deref() == Some(namespace)
+                })
+            })
+            .filter_map(|b| {
+                m.cluster_roles
+                    .iter()
+                    .find(|c| name(&c.obj.metadata) == b.obj.role_ref.name)
+            })
+            .map(|c| &c.obj)
+            .collect();
+        let may = |group: &str, res: &str, verb: &str| {
+            roles.iter().any(|r| grants_in(r, group, res, verb))
+        };
+        for verb in ["get", "list", "watch", "create", "patch"] {
+            if !may(memif_cni::agent::nodes::API_GROUP, "memifnodes", verb) {
+                errs.push(format!(
+                    "{}: ServiceAccount {namespace}/{sa} may not {verb} memifnodes",
+                    ds.at
+                ));
+            }
+        }
+        if !may("", "nodes", "get") {
+            errs.push(format!(
+                "{}: ServiceAccount {namespace}/{sa} may not get nodes (the owner)",
+                ds.at
+            ));
+        }
+        let memifd = all_containers(spec).find(|c| c.name == "memifd");
+        let node_name = memifd.and_then(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "NODE_NAME")?
+                .value_from
+                .as_ref()?
+                .field_ref
+                .as_ref()
+        });
+        if node_name.map(|f| f.field_path.as_str()) != Some("spec.nodeName") {
+            errs.push(format!(
+                "{}: container memifd has no NODE_NAME from spec.nodeName",
+                ds.at
+            ));
+        }
+    }
+    report("cross-node RBAC and node name", errs);
 }
