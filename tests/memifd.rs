@@ -1740,3 +1740,78 @@ fn status_stays_prompt_under_attach_and_detach_storms() {
         "status p99 {p99:?} under the storm (target 10 ms): the control plane blocked"
     );
 }
+
+/// One memifd per state directory: a second one on the same directory
+/// (another API socket) refuses to start, naming the directory and the
+/// holder's pid, once, and the first one's attachment survives, in its
+/// service and in the state file, through the first one's restart.
+#[test]
+fn a_second_memifd_on_the_same_state_directory_refuses_to_start() {
+    preflight();
+    let dir = TempDir::new("lock");
+    let other = TempDir::new("lock-other");
+    let ns = Netns::new("lock0");
+    let mut m = Memifd::start(&dir.path);
+    let mut c = m.client();
+    let req = request(&ns, "ctr-lock", "memif-eth1", "blue");
+    c.attach(req.clone()).expect("attach");
+    drop(c);
+    let holder = m.pid();
+    let log = other.path.join("second.log");
+    let mut second = Command::new(MEMIFD)
+        .arg("--api-socket")
+        .arg(other.path.join("api.sock"))
+        .arg("--state-dir")
+        .arg(&dir.path)
+        .arg("--config")
+        .arg(dir.path.join("memifd.json"))
+        .args(["--no-kubernetes", "--log", "info"])
+        .env_remove("MEMIF_LOG")
+        .stdin(Stdio::null())
+        .stdout(File::create(&log).unwrap())
+        .stderr(File::create(other.path.join("second.err")).unwrap())
+        .spawn()
+        .expect("run a second memifd");
+    // Bounded: a second memifd that does start must fail the test, not hang it.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = second.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second memifd on {} started and ran", dir.path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = format!(
+        "{}{}",
+        fs::read_to_string(&log).unwrap_or_default(),
+        fs::read_to_string(other.path.join("second.err")).unwrap_or_default()
+    );
+    assert!(!status.success(), "the second memifd started:\n{text}");
+    let why = format!(
+        "state directory {} is in use by another memifd (pid {holder}",
+        dir.path.display()
+    );
+    assert_eq!(text.matches(&why).count(), 1, "want {why:?} once:\n{text}");
+    assert!(!text.contains("memifd ready"), "{text}");
+    assert!(
+        !other.path.join("api.sock").exists(),
+        "the refused memifd left its socket"
+    );
+    // The first one still serves the pod, and its state still holds it.
+    m.assert_alive();
+    assert_eq!(
+        ns.listener_set(),
+        BTreeSet::from(["@memif-eth1".to_string()])
+    );
+    assert_eq!(m.state().expect("state file").len(), 1);
+    // Crash and restart: the lock died with the process, the pod is back.
+    m.stop(Stop::Kill);
+    m.restart();
+    let after = m.client().list(None).expect("list after restart");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].request.key, req.key);
+}

@@ -6,6 +6,10 @@
 //! the new state, never a mix. A file that cannot be read, or of another
 //! version, is moved aside (`state.json.bad-<unix time>`) and reported; it
 //! never keeps memifd from starting.
+//!
+//! One memifd owns a state directory ([`lock_dir`]): a second one on the
+//! same directory refuses to start instead of restoring (and dropping) the
+//! first one's attachments.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,6 +18,73 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::AttachRequest;
+
+/// The lock file in the state directory: held (`flock`, exclusive) by
+/// the one memifd that owns the directory, for its whole life; it holds
+/// that memifd's pid. The kernel drops the lock when the process dies, so
+/// a crash never leaves the directory locked.
+pub const LOCK_FILE: &str = "memifd.lock";
+
+/// Why the state directory cannot be ours.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("state directory {dir} is in use by another memifd (pid {pid}, lock {lock}); one memifd per state directory")]
+    Held {
+        dir: PathBuf,
+        lock: PathBuf,
+        pid: String,
+    },
+    #[error("cannot lock the state directory {dir}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Ownership of a state directory; released on drop (or process exit).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+/// Takes the state directory `dir` for this process, creating it if
+/// needed; refuses, naming the holder's pid, when another process holds it.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
+    let io = |source| LockError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(io)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut f) => {
+            f.set_len(0).map_err(io)?;
+            writeln!(&mut *f, "{}", std::process::id()).map_err(io)?;
+            Ok(DirLock { _file: f })
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&lock)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".into());
+            Err(LockError::Held {
+                dir: dir.to_path_buf(),
+                lock,
+                pid,
+            })
+        }
+        Err((_, e)) => Err(io(e.into())),
+    }
+}
 
 /// Version of the state file's format.
 pub const STATE_VERSION: u32 = 1;
@@ -125,6 +196,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_state_directory_has_one_owner_until_it_lets_go() {
+        let d = dir("lock");
+        let first = lock_dir(&d).expect("first lock");
+        let pid = std::process::id().to_string();
+        match lock_dir(&d) {
+            Err(LockError::Held {
+                dir: held, pid: p, ..
+            }) => {
+                assert_eq!(held, d);
+                assert_eq!(p, pid);
+            }
+            other => panic!("second lock: {other:?}"),
+        }
+        let msg = lock_dir(&d).unwrap_err().to_string();
+        assert!(
+            msg.contains(&d.display().to_string()) && msg.contains(&pid),
+            "{msg}"
+        );
+        drop(first);
+        let _again = lock_dir(&d).expect("free again after drop");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn one() -> Persisted {

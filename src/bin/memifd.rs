@@ -102,9 +102,9 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, through the log (on stderr), not twice.
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("memifd: {e}");
+            tracing::error!("memifd cannot go on: {e}");
             ExitCode::FAILURE
         }
     }
@@ -114,6 +114,10 @@ async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), api_socket = %cfg.api_socket.display(),
         state = %cfg.state_file().display(), memif_enabled = cfg.feature_gates.memif_enabled(),
         gates = ?cfg.feature_gates.0, workers = cfg.workers, "memifd starting");
+    // First of all: one memifd per state directory. A second one must not
+    // restore, sweep or rewrite what the first serves.
+    let _lock = agent::state::lock_dir(&cfg.state_dir).map_err(|e| error_chain(&e))?;
+    tracing::info!(dir = %cfg.state_dir.display(), "state directory locked");
     let (kube, watch_client) = if cfg.kubernetes {
         match agent::kube::discover(cfg.kubeconfig.as_deref()).await {
             Some((l, c)) => (Some(l), Some(c)),
