@@ -349,7 +349,7 @@ fn ethernet_and_ip_modes_and_mode_mismatch() {
     let eth_on_ip = refused(&s, &slave_cfg(2));
     assert_contains(&eth_on_ip, "mode");
     assert_contains(&eth_on_ip, "ip");
-    s.expect_rejected(None, &eth_on_ip);
+    s.expect_rejected(Some(2), &eth_on_ip);
     slave.disconnect("free id 1");
     s.disconnected();
     let ip_on_eth = refused(
@@ -360,7 +360,7 @@ fn ethernet_and_ip_modes_and_mode_mismatch() {
         },
     );
     assert_contains(&ip_on_eth, "mode");
-    s.expect_rejected(None, &ip_on_eth);
+    s.expect_rejected(Some(1), &ip_on_eth);
     // A refused INIT does not keep the id.
     let _ip = connect_slave(&s.addr, &ipcfg).expect("ip again");
     assert_eq!(s.connected().id, 2);
@@ -487,7 +487,7 @@ fn master_disconnect_reaches_the_slave() {
     assert_eq!(s.disconnected().0, 1);
     let reason = refused(&s, &slave_cfg(1));
     assert_contains(&reason, "unknown interface id 1");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(1), &reason);
     s.handle.add_interface(iface(1));
     s.assert_serves(1);
 }
@@ -500,7 +500,7 @@ fn secret_is_enforced() {
 
     let reason = refused(&s, &slave_cfg(1));
     assert_eq!(reason, "secret required");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(1), &reason);
 
     let wrong = SlaveConfig {
         secret: "s3cres".into(),
@@ -508,7 +508,7 @@ fn secret_is_enforced() {
     };
     let reason = refused(&s, &wrong);
     assert_eq!(reason, "incorrect secret");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(1), &reason);
     let longer = SlaveConfig {
         secret: "s3cret!".into(),
         ..slave_cfg(1)
@@ -555,7 +555,7 @@ fn version_mismatch_is_refused() {
     );
     assert_contains(&reason, "version");
     assert_contains(&reason, "0x0100");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(1), &reason);
     s.assert_serves(1);
 }
 
@@ -564,7 +564,7 @@ fn unknown_interface_id_is_refused() {
     let s = TestServer::with_ids("unknown-id", &[1]);
     let reason = refused(&s, &slave_cfg(99));
     assert_eq!(reason, "unknown interface id 99");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(99), &reason);
     s.assert_serves(1);
 }
 
@@ -576,7 +576,7 @@ fn second_slave_for_a_connected_id_is_refused() {
 
     let reason = refused(&s, &slave_cfg(1));
     assert_contains(&reason, "already connected");
-    s.expect_rejected(None, &reason);
+    s.expect_rejected(Some(1), &reason);
     s.assert_quiet();
 
     assert!(m.state.is_up() && first.state.is_up());

@@ -146,6 +146,8 @@ pub struct Handshake {
     state: State,
     socket_limits: Limits,
     cfg: Option<InterfaceConfig>,
+    /// The id the slave's INIT asked for, accepted or not (for the logs).
+    asked: Option<u32>,
     peer_name: String,
     regions: Vec<(u64, OwnedFd)>,
     s2m: Vec<(AddRing, OwnedFd)>,
@@ -174,6 +176,7 @@ impl Handshake {
                 state: State::AwaitInit,
                 socket_limits: limits,
                 cfg: None,
+                asked: None,
                 peer_name: String::new(),
                 regions: Vec::new(),
                 s2m: Vec::new(),
@@ -186,6 +189,12 @@ impl Handshake {
     /// The interface id, once INIT was accepted.
     pub fn id(&self) -> Option<u32> {
         self.cfg.as_ref().map(|c| c.id)
+    }
+
+    /// The id the slave asked for in INIT, even when INIT was refused
+    /// (unknown id, wrong secret, mode mismatch); `None` before INIT.
+    pub fn asked_id(&self) -> Option<u32> {
+        self.asked
     }
 
     /// Handles one message. `lookup` resolves the id in INIT.
@@ -299,6 +308,7 @@ impl Handshake {
         init: Init,
         lookup: impl FnOnce(u32) -> Lookup,
     ) -> Result<Outcome, Reject> {
+        self.asked = Some(init.id);
         if init.version != VERSION {
             return Err(Reject::new(format!(
                 "incompatible protocol version {:#06x} (need {VERSION:#06x})",

@@ -62,7 +62,8 @@ pub enum ServerEvent {
         reason: String,
         by_peer: bool,
     },
-    /// A slave was refused during the handshake.
+    /// A slave was refused during the handshake; `id` is the interface id
+    /// its INIT asked for (`None`: refused before INIT).
     Rejected { id: Option<u32>, reason: String },
 }
 
@@ -573,7 +574,13 @@ impl Loop {
                 );
             }
             _ => {
-                tracing::warn!(socket = %addr, ?id, %reason, "memif slave rejected");
+                // The id the slave asked for, accepted or not: a refused
+                // INIT (unknown id, secret, mode) still names it.
+                let id = id.or(conn.hs.asked_id());
+                match id {
+                    Some(id) => tracing::warn!(socket = %addr, id, %reason, "memif slave rejected"),
+                    None => tracing::warn!(socket = %addr, %reason, "memif slave rejected before INIT"),
+                }
                 (self.sink)(conn.sock, ServerEvent::Rejected { id, reason });
             }
         }
