@@ -386,6 +386,11 @@ fn interrupts_signal_only_when_unmasked() {
         !readable(m.rx[0].event_fd(), 50),
         "masked ring was signalled"
     );
+    assert_eq!(
+        slave.tx[0].stats().interrupts,
+        0,
+        "a masked ring counts none"
+    );
 
     // Interrupt mode: unmask, re-check (finds the frame sent while masked),
     // then every publishing burst signals once.
@@ -399,6 +404,11 @@ fn interrupts_signal_only_when_unmasked() {
     slave.tx[0].tx_burst(&[f(2)]).unwrap();
     slave.tx[0].tx_burst(&[f(3), f(4)]).unwrap();
     assert_eq!(m.rx[0].ack_interrupt(), 2);
+    assert_eq!(
+        slave.tx[0].stats().interrupts,
+        3,
+        "one per signalling burst"
+    );
     assert_eq!(m.rx[0].rx_burst(&mut bufs).unwrap(), 5);
     for (i, b) in bufs[..5].iter().enumerate() {
         assert_eq!(b.as_slice(), &f(i as u32)[..]);
@@ -420,12 +430,22 @@ fn interrupts_signal_only_when_unmasked() {
     assert_eq!(m.tx[0].tx_burst(&[f(6)]).unwrap(), 1);
     assert!(readable(slave.rx[0].event_fd(), 1000), "no m2s interrupt");
     assert_eq!(slave.rx[0].ack_interrupt(), 1);
+    assert_eq!(
+        m.tx[0].stats().interrupts,
+        1,
+        "the master counts its m2s signal"
+    );
     slave.rx[0].set_interrupts(false);
     assert_eq!(m.tx[0].ring().flags() & RING_FLAG_MASK_INT, 1);
     assert_eq!(m.tx[0].tx_burst(&[f(7)]).unwrap(), 1);
     assert!(
         !readable(slave.rx[0].event_fd(), 50),
         "masked m2s signalled"
+    );
+    assert_eq!(
+        m.tx[0].stats().interrupts,
+        1,
+        "a masked m2s ring counts none"
     );
     assert_eq!(slave.rx[0].rx_burst(&mut bufs).unwrap(), 2);
 }

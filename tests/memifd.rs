@@ -1596,6 +1596,26 @@ fn memifctl_show_against_live_memifd() {
     wait_connected(&m, &req.key, true);
     send_frames(&mut slave, 0, 7, 100);
     wait_rx(&m, &req.key, 7);
+    // The client sleeps on interrupts; memifd answers 3 ARP requests, one
+    // at a time: 3 interrupts on the ring towards the pod, counted.
+    slave.rx[0].set_interrupts(true);
+    let mut bufs = memif_cni::memif::PacketBuf::batch(8, 2048);
+    for i in 0..3u8 {
+        let arp = memif_cni::packet::build::arp_request(
+            memif_cni::mac::Mac([2, 0, 0, 0, 0x77, 1]),
+            "10.7.0.5".parse().unwrap(),
+            std::net::Ipv4Addr::new(10, 7, 0, 100 + i),
+        );
+        assert_eq!(slave.tx[0].tx_burst(&[arp.as_slice()]).unwrap(), 1);
+        wait_for("memifd's ARP answer", WAIT, || {
+            (slave.rx[0].rx_burst(&mut bufs).unwrap() > 0).then_some(())
+        });
+    }
+    let ints = wait_for("3 interrupts towards the pod", WAIT, || {
+        let i = c.get(req.key.clone()).ok()?.connection?.m2s[0].interrupts;
+        (i >= 3).then_some(i)
+    });
+    assert_eq!(ints, 3, "one interrupt per answer");
 
     let run = |args: &[&str]| -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_memifctl"))
@@ -1620,7 +1640,8 @@ fn memifctl_show_against_live_memifd() {
         "flags admin-up connected".to_string(),
         "remote-name \"live-app\"".to_string(),
         "num-s2m-rings 1 num-m2s-rings 1".to_string(),
-        "head 7 tail 7".to_string(),
+        "head 10 tail 10".to_string(),
+        "interrupts 3".to_string(),
     ] {
         assert!(text.contains(&want), "missing {want:?} in:\n{text}");
     }
@@ -1640,9 +1661,8 @@ fn memifctl_show_against_live_memifd() {
     let stats = run(&["show", "stats"]);
     assert!(
         stats.lines().any(|l| l.contains("memif-eth1")
-            && l.split_whitespace().any(|w| w == "7")
-            && l.split_whitespace().any(|w| w == "700")),
-        "7 packets / 700 bytes for memif-eth1 in:\n{stats}"
+            && l.split_whitespace().collect::<Vec<_>>()[4..8] == ["10", "826", "3", "126"]),
+        "rx 10 packets / 826 bytes (7 x 100 + 3 ARP x 42), tx 3 / 126 (the answers) for memif-eth1 in:\n{stats}"
     );
     let json: Vec<AttachmentInfo> =
         serde_json::from_str(&run(&["show", "memif", "--json"])).expect("--json decodes");

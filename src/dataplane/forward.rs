@@ -248,6 +248,10 @@ impl Plane {
                         let (f, b) = txq.flush();
                         p.local.tx_packets += f;
                         p.local.tx_bytes += b;
+                        // Interrupts towards the pod, for `show memif`.
+                        if let Some(cnt) = c.a.rings.m2s_interrupts.get(q) {
+                            cnt.store(txq.stats().interrupts, std::sync::atomic::Ordering::Relaxed);
+                        }
                         p.dirty = true;
                     }
                 }

@@ -579,7 +579,9 @@ impl Loop {
                 let id = id.or(conn.hs.asked_id());
                 match id {
                     Some(id) => tracing::warn!(socket = %addr, id, %reason, "memif slave rejected"),
-                    None => tracing::warn!(socket = %addr, %reason, "memif slave rejected before INIT"),
+                    None => {
+                        tracing::warn!(socket = %addr, %reason, "memif slave rejected before INIT")
+                    }
                 }
                 (self.sink)(conn.sock, ServerEvent::Rejected { id, reason });
             }

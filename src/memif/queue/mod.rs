@@ -172,6 +172,9 @@ pub struct QueueStats {
     pub bytes: u64,
     /// Frames dropped because the ring was full (tx) or had no buffers.
     pub drops: u64,
+    /// Interrupts signalled to the consumer (producer side: tail or head
+    /// published while the consumer had interrupts unmasked).
+    pub interrupts: u64,
 }
 
 /// Shared pieces of every queue.
@@ -260,11 +263,13 @@ impl QueueCore {
         self.ring.set_flags(f);
     }
 
-    /// Producer side: notify the consumer unless it masked interrupts.
+    /// Producer side: notify the consumer unless it masked interrupts
+    /// (and count it).
     #[inline]
-    fn kick(&self) {
+    fn kick(&mut self) {
         if !self.ring.interrupts_masked() {
             self.notifier.notify();
+            self.stats.interrupts += 1;
         }
     }
 }
