@@ -424,7 +424,7 @@ fn binary_renders_what_memifd_reports() {
     // An unknown interface is an error.
     let out = memifctl(&["--api", a, "show", "memif", "eth9"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no memif interface \"eth9\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no memif interface matches interface \"eth9\""));
     let _ = std::fs::remove_file(&api);
 }
 
@@ -455,4 +455,20 @@ fn binary_show_status_through_the_api() {
     let st: StatusInfo = serde_json::from_str(&json).unwrap();
     assert_eq!(st, status());
     let _ = std::fs::remove_file(&api);
+}
+
+#[test]
+fn connect_hints_tell_permissions_from_a_missing_memifd() {
+    use memif_cni::api::ClientError;
+    use memif_cni::ctl::show::ShowError;
+    let err = |kind| {
+        ShowError::Api(ClientError::Connect {
+            path: "/run/memif-cni/memifd.sock".into(),
+            source: std::io::Error::from(kind),
+        })
+    };
+    let denied = err(std::io::ErrorKind::PermissionDenied).hint().unwrap();
+    assert!(denied.contains("root") && !denied.contains("running"), "{denied}");
+    let missing = err(std::io::ErrorKind::NotFound).hint().unwrap();
+    assert!(missing.contains("is memifd running"), "{missing}");
 }

@@ -1672,6 +1672,44 @@ fn memifctl_show_against_live_memifd() {
         json.iter().map(|a| &a.request).collect::<Vec<_>>(),
         listed.iter().map(|a| &a.request).collect::<Vec<_>>()
     );
+    // Every pod names its memif memif-eth1: the operator picks one pod by
+    // container id (a prefix, as crictl prints it) or by netns.
+    let ns2 = Netns::new("showlive2");
+    let other = request(&ns2, "ctr-other", "memif-eth1", "blue");
+    c.attach(other).expect("attach the other pod");
+    let ifaces = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("interface "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(ifaces(&run(&["show", "memif", "memif-eth1"])).len(), 2);
+    let one = ifaces(&run(&[
+        "show",
+        "memif",
+        "memif-eth1",
+        "--container",
+        "ctr-sh",
+    ]));
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(one[0].contains("container ctr-show"), "{one:?}");
+    for by_ns in [ns2.name().to_string(), ns2.path().display().to_string()] {
+        let one = ifaces(&run(&["show", "memif", "memif-eth1", "--netns", &by_ns]));
+        assert_eq!(one.len(), 1, "--netns {by_ns}: {one:?}");
+        assert!(one[0].contains("container ctr-other"), "{one:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_memifctl"))
+        .arg("--api")
+        .arg(m.api_socket())
+        .args(["show", "memif", "memif-eth1", "--container", "nope"])
+        .output()
+        .expect("run memifctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "no match must fail");
+    assert!(
+        err.contains("no memif interface matches interface \"memif-eth1\", container \"nope\""),
+        "{err}"
+    );
 }
 
 /// The control plane never blocks: `status` answers promptly while 100

@@ -33,6 +33,14 @@ pub enum ShowWhat {
         /// Only this interface: the pod's ifname (e.g. memif-eth1) or its
         /// memif name (e.g. memif3/0: socket id 3, interface id 0).
         interface: Option<String>,
+        /// Only this pod's interfaces, by container id (or a prefix of it,
+        /// as `crictl ps` prints it).
+        #[arg(long)]
+        container: Option<String>,
+        /// Only the interfaces in this network namespace (its path, or its
+        /// name under /run/netns).
+        #[arg(long)]
+        netns: Option<String>,
         /// Print the API data as JSON.
         #[arg(long)]
         json: bool,
@@ -81,7 +89,7 @@ pub enum IntWhat {
 pub enum ShowError {
     #[error(transparent)]
     Api(#[from] api::ClientError),
-    #[error("no memif interface {0:?} (give a pod ifname or memif<socket-id>/<id>)")]
+    #[error("no memif interface matches {0} (give a pod ifname or memif<socket-id>/<id>, and --container or --netns to pick a pod)")]
     NoMatch(String),
     #[error("writing output")]
     Output(#[source] std::io::Error),
@@ -91,6 +99,11 @@ impl ShowError {
     /// A hint for the operator, when there is an obvious next step.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            ShowError::Api(api::ClientError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some("memifd's socket is there but you may not use it: run memifctl as root (memifd serves root only)")
+            }
             ShowError::Api(api::ClientError::Connect { .. }) => {
                 Some("is memifd running on this node? Point --api (or MEMIFD_SOCKET) at its socket")
             }
@@ -114,16 +127,25 @@ pub fn run(what: &ShowWhat, api_path: &Path, out: &mut dyn Write) -> Result<(), 
                 render_status(&s)
             }
         }
-        ShowWhat::Memif { interface, json } => {
+        ShowWhat::Memif {
+            interface,
+            container,
+            netns,
+            json,
+        } => {
             let items = client.list(None)?;
             let only = interface.as_deref();
+            let pod = PodFilter {
+                container: container.as_deref(),
+                netns: netns.as_deref(),
+            };
             let selected: Vec<AttachmentInfo> = sorted(&items)
                 .into_iter()
-                .filter(|a| selects(a, only))
+                .filter(|a| selects(a, only) && pod.keeps(a))
                 .cloned()
                 .collect();
-            if let (Some(name), true) = (only, selected.is_empty()) {
-                return Err(ShowError::NoMatch(name.to_string()));
+            if selected.is_empty() && (only.is_some() || !pod.is_empty()) {
+                return Err(ShowError::NoMatch(describe(only, &pod)));
             }
             if *json {
                 render_json(&selected)
@@ -200,6 +222,47 @@ fn sorted(items: &[AttachmentInfo]) -> Vec<&AttachmentInfo> {
 
 fn sort_owned(items: Vec<AttachmentInfo>) -> Vec<AttachmentInfo> {
     sorted(&items).into_iter().cloned().collect()
+}
+
+/// Which pod's interfaces `show memif` keeps: every pod names its memif
+/// `memif-eth1`, so the ifname alone does not pick one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PodFilter<'a> {
+    /// A container id or a prefix of it.
+    pub container: Option<&'a str>,
+    /// A netns path, or a name under /run/netns.
+    pub netns: Option<&'a str>,
+}
+
+impl PodFilter<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.container.is_none() && self.netns.is_none()
+    }
+
+    pub fn keeps(&self, a: &AttachmentInfo) -> bool {
+        let r = &a.request;
+        self.container
+            .is_none_or(|c| !c.is_empty() && r.key.container_id.starts_with(c))
+            && self.netns.is_none_or(|n| {
+                let p = Path::new(n);
+                r.netns == p || (!n.contains('/') && r.netns.file_name() == Some(n.as_ref()))
+            })
+    }
+}
+
+/// What a `show memif` selection asked for, for the error.
+fn describe(only: Option<&str>, pod: &PodFilter<'_>) -> String {
+    let mut parts = Vec::new();
+    if let Some(i) = only {
+        parts.push(format!("interface {i:?}"));
+    }
+    if let Some(c) = pod.container {
+        parts.push(format!("container {c:?}"));
+    }
+    if let Some(n) = pod.netns {
+        parts.push(format!("netns {n:?}"));
+    }
+    parts.join(", ")
 }
 
 fn selects(a: &AttachmentInfo, only: Option<&str>) -> bool {
