@@ -1174,3 +1174,94 @@ fn testpmd_pods_exchange_traffic() {
     ta.quit();
     tb.quit();
 }
+
+/// Host -> pod traffic is spread over the pod's queues by the flow hash
+/// (one flow stays on one queue), not all on queue 0.
+#[test]
+fn host_flows_spread_over_the_pods_queues() {
+    preflight_dataplane(false);
+    let dir = TempDir::new("dp-hostq");
+    let m = Memifd::start(&dir.path);
+    let net = network("hostq");
+    let t = 12;
+    let ns = PodNs::new("hostq");
+    let ip = v4(t, 2);
+    let req = AttachRequest {
+        key: key(&format!("c{}-hostq", pid()), "memif-hostq"),
+        network: net.clone(),
+        netns: ns.path(),
+        socket: None,
+        spec: MemifSpec {
+            mode: Mode::Ip,
+            rx_mode: RxMode::Polling,
+            rx_queues: 4,
+            tx_queues: 4,
+            ..MemifSpec::default()
+        },
+        ips: vec![ip.into()],
+        pod: None,
+        steer: None,
+        vni: None,
+    };
+    m.client().attach(req.clone()).expect("attach");
+    let pod = Pod { ns, req };
+    let addr = pod.socket();
+    let cfg = SlaveConfig {
+        name: "hostq".into(),
+        mode: Mode::Ip,
+        log2_ring_size: 8,
+        s2m_queues: 4,
+        m2s_queues: 4,
+        ..SlaveConfig::default()
+    };
+    let chan = memif_cni::netns::run_in(Some(&pod.ns.path()), move || {
+        let c = Channel::connect(&addr)?;
+        set_recv_timeout(&c);
+        Ok::<Channel, memif_cni::memif::socket::SocketError>(c)
+    })
+    .expect("enter the pod netns")
+    .expect("connect");
+    let mut s = SlaveConnection::handshake(chan, &cfg).expect("handshake");
+    wait_connected(&m, &pod.req.key, true);
+    assert_eq!(s.rx.len(), 4);
+    // 32 flows (source ports), two packets each, from the host.
+    let flows = 32u16;
+    let base = 41000u16;
+    let mut socks = Vec::new();
+    for f in 0..flows {
+        let u = std::net::UdpSocket::bind(("0.0.0.0", base + f)).expect("bind a flow's port");
+        socks.push(u);
+    }
+    let mut queue_of: std::collections::BTreeMap<u16, std::collections::BTreeSet<usize>> =
+        Default::default();
+    let mut got = 0;
+    let mut bufs = PacketBuf::batch(32, 2048);
+    for round in 0..2 {
+        for u in &socks {
+            u.send_to(&[round; 16], (ip, 9)).expect("send to the pod");
+        }
+        let deadline = Instant::now() + WAIT;
+        while got < (round as usize + 1) * flows as usize {
+            assert!(Instant::now() < deadline, "{got} packets reached the pod");
+            for (q, rx) in s.rx.iter_mut().enumerate() {
+                let k = rx.rx_burst(&mut bufs).expect("slave rx");
+                for b in &bufs[..k] {
+                    let p = b.as_slice();
+                    let ihl = (p[0] & 0x0f) as usize * 4;
+                    if p[9] != 17 {
+                        continue;
+                    }
+                    let sport = u16::from_be_bytes([p[ihl], p[ihl + 1]]);
+                    queue_of.entry(sport).or_default().insert(q);
+                    got += 1;
+                }
+            }
+        }
+    }
+    let used: std::collections::BTreeSet<usize> = queue_of.values().flatten().copied().collect();
+    assert!(used.len() >= 3, "32 flows used queues {used:?}");
+    for (port, qs) in &queue_of {
+        assert_eq!(qs.len(), 1, "flow from port {port} on queues {qs:?}");
+    }
+    eprintln!("32 host flows over the pod's 4 queues: {used:?}");
+}

@@ -424,7 +424,8 @@ fn binary_renders_what_memifd_reports() {
     // An unknown interface is an error.
     let out = memifctl(&["--api", a, "show", "memif", "eth9"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no memif interface matches interface \"eth9\""));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no memif interface matches interface \"eth9\""));
     let _ = std::fs::remove_file(&api);
 }
 
@@ -468,7 +469,10 @@ fn connect_hints_tell_permissions_from_a_missing_memifd() {
         })
     };
     let denied = err(std::io::ErrorKind::PermissionDenied).hint().unwrap();
-    assert!(denied.contains("root") && !denied.contains("running"), "{denied}");
+    assert!(
+        denied.contains("root") && !denied.contains("running"),
+        "{denied}"
+    );
     let missing = err(std::io::ErrorKind::NotFound).hint().unwrap();
     assert!(missing.contains("is memifd running"), "{missing}");
 }

@@ -681,8 +681,11 @@ impl Plane {
                 up.local.drop(DropReason::TtlExpired);
                 continue;
             }
+            // The pod's queues share the host's flows by the same flow
+            // hash the underlay uses: one flow stays on one queue.
             let first = pkt[0];
-            self.deliver_ip(to, 0, first, &Out::local(pkt));
+            let q = vxlan::flow_hash(pkt) as usize;
+            self.deliver_ip(to, q, first, &Out::local(pkt));
         }
         done
     }
