@@ -1873,3 +1873,57 @@ fn a_second_memifd_on_the_same_state_directory_refuses_to_start() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].request.key, req.key);
 }
+
+/// memifd without the privileges it needs refuses to start, naming what it
+/// lacks, instead of saying "ready" and failing at the first attach; it
+/// leaves nothing in its state directory.
+#[test]
+fn memifd_without_its_privileges_refuses_to_start() {
+    preflight();
+    assert!(in_path("setpriv"), "setpriv (util-linux) is needed");
+    let dir = TempDir::new("caps");
+    fs::write(dir.path.join("memifd.json"), "{}").unwrap();
+    for (drop_cap, name) in [
+        ("-net_admin", "CAP_NET_ADMIN"),
+        ("-sys_admin", "CAP_SYS_ADMIN"),
+    ] {
+        let mut child = Command::new("setpriv")
+            .arg(format!("--bounding-set={drop_cap}"))
+            .arg(MEMIFD)
+            .arg("--api-socket")
+            .arg(dir.path.join("api.sock"))
+            .arg("--state-dir")
+            .arg(&dir.path)
+            .arg("--config")
+            .arg(dir.path.join("memifd.json"))
+            .args(["--no-kubernetes", "--log", "info"])
+            .env_remove("MEMIF_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path.join("err.log")).unwrap())
+            .spawn()
+            .expect("run memifd under setpriv");
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("memifd without {name} started and ran");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let err = fs::read_to_string(dir.path.join("err.log")).unwrap();
+        assert!(!status.success(), "{err}");
+        assert!(err.contains(&format!("memifd lacks {name}")), "{err}");
+        assert!(!err.contains("memifd ready"), "{err}");
+        let left: Vec<_> = fs::read_dir(&dir.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "memifd.json" && n != "err.log")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}

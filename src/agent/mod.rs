@@ -18,6 +18,7 @@
 
 pub mod api_server;
 pub mod binder;
+pub mod caps;
 pub mod config;
 pub mod kube;
 pub mod metrics;

@@ -114,6 +114,17 @@ async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), api_socket = %cfg.api_socket.display(),
         state = %cfg.state_file().display(), memif_enabled = cfg.feature_gates.memif_enabled(),
         gates = ?cfg.feature_gates.0, workers = cfg.workers, "memifd starting");
+    // Refuse at once what would only fail at the first attach.
+    match agent::caps::missing_here() {
+        Ok(m) if !m.is_empty() => {
+            return Err(format!(
+                "memifd lacks {}: run it as root or as a privileged container (the DaemonSet does)",
+                m.join(", ")
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot check memifd's privileges: {e}"),
+    }
     // First of all: one memifd per state directory. A second one must not
     // restore, sweep or rewrite what the first serves.
     let _lock = agent::state::lock_dir(&cfg.state_dir).map_err(|e| error_chain(&e))?;
