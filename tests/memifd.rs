@@ -1927,3 +1927,101 @@ fn memifd_without_its_privileges_refuses_to_start() {
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
+
+/// `memifctl attach`, `list` and `detach` drive memifd's API without
+/// Kubernetes or a CNI runtime: the listener appears in the netns, a client
+/// connects, `list` shows it, detach removes it (and again is no error).
+#[test]
+fn memifctl_attach_list_detach_without_kubernetes() {
+    preflight();
+    let dir = TempDir::new("ctlattach");
+    let ns = Netns::new("ctlattach");
+    let m = Memifd::start(&dir.path);
+    let ctl = |args: &[&str]| -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_memifctl"))
+            .arg("--api")
+            .arg(m.api_socket())
+            .args(args)
+            .output()
+            .expect("run memifctl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = ctl(&[
+        "attach",
+        "--netns",
+        ns.name(),
+        "--container",
+        "by-hand",
+        "--ifname",
+        "memif-x1",
+        "--network",
+        "blue",
+        "--ip",
+        "10.9.0.5",
+        "--mode",
+        "ip",
+        "--queues",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("attached by-hand/memif-x1") && text.contains("@memif-x1"),
+        "{text}"
+    );
+    ns.wait_listeners(&BTreeSet::from(["@memif-x1".to_string()]));
+    let got = m.client().list(None).expect("list");
+    assert_eq!(got.len(), 1);
+    let r = &got[0].request;
+    assert_eq!(
+        (r.spec.mode, r.spec.rx_queues, r.spec.tx_queues),
+        (Mode::Ip, 2, 2)
+    );
+    assert_eq!(r.ips, vec!["10.9.0.5".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(r.netns, ns.path());
+    let key = r.key.clone();
+    let cfg = SlaveConfig {
+        mode: Mode::Ip,
+        ..slave_cfg("by-hand")
+    };
+    let _slave = ns
+        .slave(&SocketAddr::Abstract("memif-x1".into()), &cfg)
+        .expect("a client connects");
+    wait_connected(&m, &key, true);
+    let (ok, text) = ctl(&["list"]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("by-hand/memif-x1"))
+        .unwrap_or("");
+    for want in [
+        "blue",
+        "connected",
+        "10.9.0.5",
+        &ns.path().display().to_string(),
+    ] {
+        assert!(line.contains(want), "{want:?} missing in {line:?}:\n{text}");
+    }
+    let (ok, text) = ctl(&["detach", "--container", "by-hand", "--ifname", "memif-x1"]);
+    assert!(ok && text.contains("detached by-hand/memif-x1"), "{text}");
+    assert!(ns.listeners().is_empty(), "the listener outlived detach");
+    assert!(m.client().list(None).unwrap().is_empty());
+    let (ok, text) = ctl(&["detach", "--container", "by-hand", "--ifname", "memif-x1"]);
+    assert!(ok && text.contains("already detached"), "{text}");
+    // A bad request gets memifd's precise error and a failure.
+    let (ok, text) = ctl(&[
+        "attach",
+        "--netns",
+        "/run/netns/does-not-exist",
+        "--container",
+        "x",
+        "--network",
+        "blue",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("memifctl attach:"), "{text}");
+}

@@ -27,6 +27,13 @@ enum Cmd {
     /// Connect to a memif master as a small host: print frames, answer
     /// ARP/ND/ping for --ip, and ping through the master with --ping.
     Client(ctl::client::ClientOpts),
+    /// Ask memifd for a memif server in a network namespace (what the CNI
+    /// plugin does on ADD), without Kubernetes.
+    Attach(ctl::manage::AttachOpts),
+    /// Remove an attachment (what the plugin does on DEL); idempotent.
+    Detach(ctl::manage::DetachOpts),
+    /// memifd's attachments, one line each.
+    List(ctl::manage::ListOpts),
 }
 
 /// Prints `what: error`, its causes and a hint, to stderr.
@@ -39,6 +46,21 @@ fn report_error(what: &str, e: &dyn std::error::Error, hint: Option<&str>) {
     }
     if let Some(h) = hint {
         eprintln!("  hint: {h}");
+    }
+}
+
+/// Prints an API command's output, or its error with a hint.
+fn api_command(what: &str, r: Result<String, memif_cni::api::ClientError>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let e = ctl::show::ShowError::Api(e);
+            report_error(what, &e, e.hint());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -83,6 +105,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Attach(o) => api_command("attach", ctl::manage::attach(o, &api_path(&cli))),
+        Cmd::Detach(o) => api_command("detach", ctl::manage::detach(o, &api_path(&cli))),
+        Cmd::List(o) => api_command("list", ctl::manage::list(o, &api_path(&cli))),
         Cmd::Client(o) => {
             let stop = ctl::client::stop_on_ctrl_c();
             let result = ctl::client::run(o, &stop, &mut std::io::stdout().lock());
