@@ -17,6 +17,10 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
+# The commit --version prints (the build context has no .git):
+#   docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) ...
+ARG COMMIT=unknown
+ENV MEMIF_CNI_COMMIT=$COMMIT
 # --locked: build exactly what Cargo.lock says. The target directory is a
 # cache mount, so the binaries are copied out of it to /out for stage 2.
 # TLS (kube's client) is rustls with ring: no OpenSSL at build or run time.

@@ -11,6 +11,15 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// The version all three binaries print: the crate version and the git
+/// commit they were built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MEMIF_CNI_COMMIT"),
+    ")"
+);
+
 pub mod agent;
 pub mod api;
 pub mod calico;

@@ -9,6 +9,11 @@ use memif_cni::cni::env::Env;
 use memif_cni::cni::plugin;
 
 fn main() {
+    // For people, not runtimes (those never pass arguments).
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("memif-cni {}", memif_cni::VERSION);
+        return;
+    }
     memif_cni::logging::init(None, "MEMIF_CNI_LOG", "info", false);
     let env = Env::from_process();
     let mut stdin = Vec::new();

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use memif_cni::ctl;
 
 #[derive(Parser)]
-#[command(name = "memifctl", version, about = "memif-cni operator tool")]
+#[command(name = "memifctl", version = memif_cni::VERSION, about = "memif-cni operator tool")]
 struct Cli {
     /// Log filter (e.g. debug, memif_cni=trace); default MEMIF_LOG or info.
     #[arg(long, global = true)]

@@ -13,7 +13,7 @@ use memif_cni::logging::error_chain;
 #[derive(Parser)]
 #[command(
     name = "memifd",
-    version,
+    version = memif_cni::VERSION,
     about = "memif-cni node agent: memif servers in pod namespaces"
 )]
 struct Cli {
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Config) -> Result<(), String> {
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), api_socket = %cfg.api_socket.display(),
+    tracing::info!(version = memif_cni::VERSION, api_socket = %cfg.api_socket.display(),
         state = %cfg.state_file().display(), memif_enabled = cfg.feature_gates.memif_enabled(),
         gates = ?cfg.feature_gates.0, workers = cfg.workers, "memifd starting");
     // Refuse at once what would only fail at the first attach.
