@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on one machine, end to end (README quick start):
-#   sudo bash e2e/demo.sh
+# The main job on one machine, end to end (README quick start), as root:
+#   bash e2e/demo.sh
 # builds what is needed, installs what is missing (Debian packages), starts
 # memifd, creates two pod namespaces, runs the plugin's ADD for each through
 # libcni (the reference runtime library), connects a memif client in each,
@@ -12,8 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-[ "$(id -u)" = 0 ] || { echo "demo: run as root (network namespaces, memifd): sudo bash e2e/demo.sh" >&2; exit 1; }
+# Bold headers only on a terminal, and never with NO_COLOR set (the VM's
+# console is a terminal: the outer run passes --plain when it is not on one).
+[ "${2:-}" = "--plain" ] && export NO_COLOR=1
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$SECONDS"; }
+else
+  say() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+fi
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (network namespaces, memifd): bash e2e/demo.sh in a root shell, or with sudo" >&2; exit 1; }
 
 if [ "${1:-}" != "--inner" ]; then
   say "installing missing packages (Debian) and building (release)"
@@ -21,7 +28,9 @@ if [ "${1:-}" != "--inner" ]; then
   cargo build --release --bins
   if bash e2e/vm/need-vm.sh; then
     say "this kernel cannot create dummy interfaces: running the demo in a VM (stock Debian kernel under QEMU)"
-    exec bash e2e/vm/run.sh --share "$repo" --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner
+    plain=""
+    { [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; } || plain=--plain
+    exec bash e2e/vm/run.sh --share "$repo" --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner $plain
   fi
 fi
 
@@ -100,6 +109,8 @@ ip route get "${ips[1]}"
 ping -c 3 -i 0.2 -W 2 "${ips[1]}"
 
 say "memifctl show memif"
+echo "(${pods[0]}'s client exited after its 3 pings, so its memif shows (dn)/down;"
+echo " ${pods[1]}'s client is still connected and shows up)"
 "$bin/memifctl" show memif
 say "memifctl show int addr"
 "$bin/memifctl" show int addr
