@@ -77,20 +77,31 @@ fn responder(node: &cluster::Node, pod: &Pod, ips: &[IpAddr]) -> Reaper {
 /// Pings `dst` from `pod` (as `src`) `count` times; returns success and
 /// the client's output.
 fn ping(pod: &Pod, src: IpAddr, dst: IpAddr, count: u32) -> (bool, String) {
-    let c = client(
-        pod,
-        &[
-            "--ip".into(),
-            src.to_string(),
-            "--ping".into(),
-            dst.to_string(),
-            "--count".into(),
-            count.to_string(),
-            "--interval".into(),
-            "0.1".into(),
-        ],
-    );
-    let mut c = c;
+    ping_sized(pod, src, dst, count, None)
+}
+
+/// As [`ping`], with `size` bytes of ICMP payload when given.
+fn ping_sized(
+    pod: &Pod,
+    src: IpAddr,
+    dst: IpAddr,
+    count: u32,
+    size: Option<usize>,
+) -> (bool, String) {
+    let mut args: Vec<String> = vec![
+        "--ip".into(),
+        src.to_string(),
+        "--ping".into(),
+        dst.to_string(),
+        "--count".into(),
+        count.to_string(),
+        "--interval".into(),
+        "0.1".into(),
+    ];
+    if let Some(n) = size {
+        args.extend(["--size".into(), n.to_string()]);
+    }
+    let mut c = client(pod, &args);
     let st = testpmd::wait_timeout(&mut c, Duration::from_secs(30));
     if st.is_none() {
         let _ = c.kill();
@@ -259,50 +270,11 @@ fn frames_the_underlay_cannot_carry_are_dropped_and_counted() {
     n2.wait_remote("xn-mtu-net", v4(t, 1));
     let _rb = responder(n2, &b, &[v4(t, 2)]);
     // 1450 bytes of IP (the underlay's 1500 less VXLAN's 50) pass...
-    let mut cl = client(
-        &a,
-        &[
-            "--ip".into(),
-            v4(t, 1).to_string(),
-            "--ping".into(),
-            v4(t, 2).to_string(),
-            "--count".into(),
-            "2".into(),
-            "--interval".into(),
-            "0.1".into(),
-            "--size".into(),
-            (1450 - 28).to_string(),
-        ],
-    );
-    let st = testpmd::wait_timeout(&mut cl, Duration::from_secs(20));
-    let out = cl.wait_with_output().unwrap();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (ok, out) = ping_sized(&a, v4(t, 1), v4(t, 2), 2, Some(1450 - 28));
+    assert!(ok, "{out}");
     // ...one more byte is dropped, as too-big, at the sending node.
-    let mut cl = client(
-        &a,
-        &[
-            "--ip".into(),
-            v4(t, 1).to_string(),
-            "--ping".into(),
-            v4(t, 2).to_string(),
-            "--count".into(),
-            "2".into(),
-            "--interval".into(),
-            "0.1".into(),
-            "--size".into(),
-            (1451 - 28).to_string(),
-        ],
-    );
-    let st = testpmd::wait_timeout(&mut cl, Duration::from_secs(20));
-    let _ = cl.wait_with_output();
-    assert!(
-        !st.is_some_and(|s| s.success()),
-        "oversize pings went through"
-    );
+    let (ok, out) = ping_sized(&a, v4(t, 1), v4(t, 2), 2, Some(1451 - 28));
+    assert!(!ok, "oversize pings went through: {out}");
     let stats = n1.memifd.client().get(a.req.key.clone()).unwrap().stats;
     assert_eq!(stats.drops.get("too-big"), Some(&2), "{stats:?}");
     let peer = &n1.remote().networks[0].peers[0];

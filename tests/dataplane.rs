@@ -197,14 +197,22 @@ impl Pod {
     /// An in-process memif slave connected from inside the pod netns.
     #[track_caller]
     fn slave(&self, m: &Memifd, buffer_size: u32) -> SlaveConnection {
+        self.slave_with(
+            m,
+            SlaveConfig {
+                name: format!("slave-{}", self.req.key.ifname),
+                mode: self.req.spec.mode,
+                log2_ring_size: 6,
+                buffer_size,
+                ..SlaveConfig::default()
+            },
+        )
+    }
+
+    /// As [`Pod::slave`], with the client's configuration given.
+    #[track_caller]
+    fn slave_with(&self, m: &Memifd, cfg: SlaveConfig) -> SlaveConnection {
         let addr = self.socket();
-        let cfg = SlaveConfig {
-            name: format!("slave-{}", self.req.key.ifname),
-            mode: self.req.spec.mode,
-            log2_ring_size: 6,
-            buffer_size,
-            ..SlaveConfig::default()
-        };
         let chan = memif_cni::netns::run_in(Some(&self.ns.path()), move || {
             let c = Channel::connect(&addr)?;
             set_recv_timeout(&c);
@@ -1205,24 +1213,17 @@ fn host_flows_spread_over_the_pods_queues() {
     };
     m.client().attach(req.clone()).expect("attach");
     let pod = Pod { ns, req };
-    let addr = pod.socket();
-    let cfg = SlaveConfig {
-        name: "hostq".into(),
-        mode: Mode::Ip,
-        log2_ring_size: 8,
-        s2m_queues: 4,
-        m2s_queues: 4,
-        ..SlaveConfig::default()
-    };
-    let chan = memif_cni::netns::run_in(Some(&pod.ns.path()), move || {
-        let c = Channel::connect(&addr)?;
-        set_recv_timeout(&c);
-        Ok::<Channel, memif_cni::memif::socket::SocketError>(c)
-    })
-    .expect("enter the pod netns")
-    .expect("connect");
-    let mut s = SlaveConnection::handshake(chan, &cfg).expect("handshake");
-    wait_connected(&m, &pod.req.key, true);
+    let mut s = pod.slave_with(
+        &m,
+        SlaveConfig {
+            name: "hostq".into(),
+            mode: Mode::Ip,
+            log2_ring_size: 8,
+            s2m_queues: 4,
+            m2s_queues: 4,
+            ..SlaveConfig::default()
+        },
+    );
     assert_eq!(s.rx.len(), 4);
     // 32 flows (source ports), two packets each, from the host.
     let flows = 32u16;

@@ -436,12 +436,7 @@ fn namespaces_are_defined_and_cluster_objects_have_none() {
 
 /// Whether a rule grants `verb` on core `resource`.
 fn grants(role: &ClusterRole, resource: &str, verb: &str) -> bool {
-    let any = |list: &[String], want: &str| list.iter().any(|s| s == want || s == "*");
-    role.rules.iter().flatten().any(|r| {
-        any(r.api_groups.as_deref().unwrap_or_default(), "")
-            && any(r.resources.as_deref().unwrap_or_default(), resource)
-            && any(&r.verbs, verb)
-    })
+    grants_in(role, "", resource, verb)
 }
 
 #[test]

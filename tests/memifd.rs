@@ -1799,6 +1799,24 @@ fn status_stays_prompt_under_attach_and_detach_storms() {
     );
 }
 
+/// Waits up to [`WAIT`] for a memifd that must refuse to start; one that
+/// runs on instead is killed and fails the test (never hangs it).
+#[track_caller]
+fn exits_within(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} started and ran");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// One memifd per state directory: a second one on the same directory
 /// (another API socket) refuses to start, naming the directory and the
 /// holder's pid, once, and the first one's attachment survives, in its
@@ -1831,18 +1849,10 @@ fn a_second_memifd_on_the_same_state_directory_refuses_to_start() {
         .spawn()
         .expect("run a second memifd");
     // Bounded: a second memifd that does start must fail the test, not hang it.
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(st) = second.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second memifd on {} started and ran", dir.path.display());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exits_within(
+        &mut second,
+        &format!("a second memifd on {}", dir.path.display()),
+    );
     let text = format!(
         "{}{}",
         fs::read_to_string(&log).unwrap_or_default(),
@@ -1903,18 +1913,7 @@ fn memifd_without_its_privileges_refuses_to_start() {
             .stderr(File::create(dir.path.join("err.log")).unwrap())
             .spawn()
             .expect("run memifd under setpriv");
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("memifd without {name} started and ran");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = exits_within(&mut child, &format!("memifd without {name}"));
         let err = fs::read_to_string(dir.path.join("err.log")).unwrap();
         assert!(!status.success(), "{err}");
         assert!(err.contains(&format!("memifd lacks {name}")), "{err}");
