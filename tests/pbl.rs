@@ -551,8 +551,12 @@ fn steered_ports_reach_the_memif_the_rest_eth0_and_del_leaves_nothing() {
         "eth0's listener got a steered connection"
     );
 
-    let st = w.cni.memifd.client().get(key(&cid, "eth0")).unwrap().stats;
-    assert!(st.tx_packets >= 5 && st.rx_packets >= 5, "{st:?}");
+    wait_stats(
+        &w.cni.memifd,
+        &key(&cid, "eth0"),
+        "5 packets each way",
+        |st| st.tx_packets >= 5 && st.rx_packets >= 5,
+    );
 
     // CHECK passes while everything is there.
     w.cni

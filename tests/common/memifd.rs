@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use memif_cni::api::{
-    AttachRequest, AttachmentInfo, AttachmentKey, Client, ClientError, ErrorCode, MemifSpec,
-    StatusInfo,
+    AttachRequest, AttachmentInfo, AttachmentKey, Client, ClientError, ErrorCode, IfStats,
+    MemifSpec, StatusInfo,
 };
 use memif_cni::memif::socket::{Channel, SocketError};
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SlaveError, SocketAddr};
@@ -750,6 +750,36 @@ pub fn wait_rx(m: &Memifd, key: &AttachmentKey, packets: u64) -> AttachmentInfo 
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits until memifd's counters for `key` satisfy `ok` and returns
+/// them; panics with the last counters seen otherwise. The dataplane
+/// publishes its counters after each burst, so a counter read right
+/// after the traffic it counts may not have caught up yet.
+#[track_caller]
+pub fn wait_stats(
+    m: &Memifd,
+    key: &AttachmentKey,
+    what: &str,
+    mut ok: impl FnMut(&IfStats) -> bool,
+) -> IfStats {
+    let mut c = m.client();
+    let mut last = None;
+    let found = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = c.get(key.clone()).expect("get").stats;
+            if ok(&st) {
+                break Some(st);
+            }
+            last = Some(st);
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    found.unwrap_or_else(|| panic!("{key}: {what} not within {WAIT:?}; last {last:?}"))
 }
 
 /// Waits until `key` has (`true`) or has not a connected client.
