@@ -24,8 +24,10 @@ fi
 
 if [ "${1:-}" != "--inner" ]; then
   say "installing missing packages (Debian) and building (release)"
-  bash e2e/deps.sh
-  cargo build --release --bins
+  # shellcheck source=lib/progress.sh
+  . e2e/lib/progress.sh
+  ticking demo "installing what is missing" bash e2e/deps.sh demo
+  ticking demo "building memif-cni, memifd and memifctl (release)" cargo build --release --bins
   if bash e2e/vm/need-vm.sh; then
     say "this kernel cannot create dummy interfaces: running the demo in a VM (stock Debian kernel under QEMU)"
     plain=""

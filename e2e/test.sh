@@ -10,10 +10,14 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "e2e/test.sh: run as root (network namespaces, dpdk-testpmd)" >&2
   exit 1
 fi
-bash e2e/deps.sh
+# shellcheck source=lib/progress.sh
+. e2e/lib/progress.sh
+ticking test "installing what is missing" bash e2e/deps.sh test
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+ticking test "clippy (builds the crate and its dependencies)" \
+  cargo clippy --all-targets -- -D warnings
+ticking test "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+ticking test "building the tests" cargo test --all-targets --no-run
 # Integration tests that start DPDK serialize themselves; two threads suit
 # this project's two-core machines.
 cargo test --all-targets -- --test-threads=2

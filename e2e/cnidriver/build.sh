@@ -11,26 +11,9 @@ case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
 GO=/usr/lib/go-1.19/bin/go
 pkgs=(golang-1.19-go golang-github-appc-cni-dev containernetworking-plugins)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "cnidriver: missing packages ${missing[*]} (run as root to install)" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  echo "cnidriver: installing ${missing[*]}" >&2
-  # Refresh the package lists only when a package has no install candidate.
-  need_update=0
-  for p in "${missing[@]}"; do
-    cand="$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')"
-    if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then need_update=1; fi
-  done
-  if [ "$need_update" -eq 1 ]; then apt-get update -q; fi
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=../lib/pkgs.sh
+. "$here/../lib/pkgs.sh"
+pkgs_install cnidriver "${pkgs[@]}"
 
 if [ -x "$out" ] && [ "$out" -nt "$here/main.go" ] && [ "$out" -nt "$here/build.sh" ]; then
   echo "cnidriver: $out is up to date" >&2

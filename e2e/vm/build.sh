@@ -44,11 +44,10 @@ if [ -f "$cache/initramfs.gz" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/quick
 fi
 
 # --- packages ---------------------------------------------------------------
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-missing=()
-for p in qemu-system-x86 busybox-static cpio xz-utils containernetworking-plugins iproute2 coreutils util-linux; do
-  installed "$p" || missing+=("$p")
-done
+# shellcheck source=../lib/pkgs.sh
+. "$here/../lib/pkgs.sh"
+pkgs_install vm-build qemu-system-x86 busybox-static cpio xz-utils containernetworking-plugins \
+  iproute2 coreutils util-linux
 apt_updated=0
 apt_update() {
   [ "$apt_updated" -eq 1 ] && return 0
@@ -56,11 +55,6 @@ apt_update() {
   apt-get update -q >&2
   apt_updated=1
 }
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt_update
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-fi
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
