@@ -32,7 +32,10 @@ if [ "${1:-}" != "--inner" ]; then
     say "this kernel cannot create dummy interfaces: running the demo in a VM (stock Debian kernel under QEMU)"
     plain=""
     { [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; } || plain=--plain
-    exec bash e2e/vm/run.sh --share "$repo" --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner $plain
+    rc=0
+    bash e2e/vm/run.sh --share "$repo" --mem 1536 --timeout 900 -- "$repo/e2e/demo.sh" --inner $plain || rc=$?
+    [ "$rc" -eq 0 ] && echo "demo: done in ${SECONDS}s (build and VM included)" || echo "demo: failed (exit $rc) after ${SECONDS}s" >&2
+    exit "$rc"
   fi
 fi
 
@@ -128,3 +131,4 @@ for p in "${pods[@]}"; do
 done
 "$bin/memifctl" show memif
 say "done: stopping memifd, deleting the namespaces"
+[ "${1:-}" = --inner ] || echo "demo: done in ${SECONDS}s"
