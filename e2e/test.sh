@@ -21,4 +21,6 @@ ticking test "building the tests" cargo test --all-targets --no-run
 # Integration tests that start DPDK serialize themselves; two threads suit
 # this project's two-core machines.
 cargo test --all-targets -- --test-threads=2
+# Every fuzz target on its seeds for 20 s (fuzz/README.md; nightly toolchain).
+ticking test "fuzzing (build, then 20 s per target)" bash e2e/fuzz.sh
 echo "e2e/test.sh: every test passed in ${SECONDS}s"

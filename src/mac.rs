@@ -76,7 +76,8 @@ impl std::str::FromStr for Mac {
         let mut parts = s.split([':', '-']);
         for b in &mut m {
             let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
+            // Two hex digits: `from_str_radix` alone also takes a sign ("+a").
+            if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -127,6 +128,20 @@ mod tests {
         }
         assert!(Mac::BROADCAST.is_multicast() && !MAC_A.is_multicast());
         assert!(MAC_A.is_unicast() && !Mac::ZERO.is_unicast() && !Mac::BROADCAST.is_unicast());
+    }
+
+    /// Found by the `plugin_input` fuzz target: a group with a sign
+    /// ("+0") parsed as a hex digit pair.
+    #[test]
+    fn mac_groups_are_two_hex_digits_without_sign() {
+        for bad in [
+            "02:00:00:00:+0:11",
+            "+2:00:00:00:00:11",
+            "02-00-00-00-00-+a",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<Mac>("\"02:00:00:00:+0:11\"").is_err());
     }
 
     #[test]

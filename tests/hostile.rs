@@ -28,7 +28,7 @@ use memif_cni::memif::wire::{
     AddRegion, AddRing, Init, Message, MSG_SIZE, RING_COOKIE, RING_FLAG_S2M, VERSION,
 };
 use memif_cni::memif::{
-    InterfaceConfig, Limits, Mode, PacketBuf, RingError, ServerConfig, SlaveConnection,
+    InterfaceConfig, Limits, Mode, PacketBuf, Pushed, RingError, ServerConfig, SlaveConnection,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -1321,6 +1321,33 @@ fn master_tx_against_bad_posted_buffers() {
         |_, r| r.set_head(r.tail().wrapping_add(65)),
         |e| matches!(e, RingError::IndexOutOfRange { size: 64, .. }),
     );
+}
+
+/// Found by the `rings` fuzz target: a slave that moves its M2S head back
+/// while the master still counts the buffers posted before made `push`
+/// take more buffers off its count than were left (an overflow: a panic
+/// with overflow checks, a wrapped count without). It is a ring error.
+#[test]
+fn head_moved_back_during_push() {
+    let mut v = victim("tx-head-back");
+    let ring = v.slave.rx[0].ring().clone();
+    let tail = ring.tail();
+    let fill = |r: &Region, off: usize, _: usize, n: usize| assert!(r.write(off, &vec![7; n]));
+    ring.set_head(tail.wrapping_add(3));
+    assert_eq!(v.m.tx[0].push(100, fill), Ok(Pushed::Queued));
+    // The master counts two more posted buffers; the slave leaves one.
+    ring.set_head(tail.wrapping_add(2));
+    let bad0 = v.bad();
+    let err = v.m.tx[0]
+        .push(2 * 2048 + 1, fill)
+        .expect_err("buffers taken back were used");
+    assert!(
+        matches!(err, RingError::IndexOutOfRange { size: 64, .. }),
+        "{err:?}"
+    );
+    assert_eq!(v.bad(), bad0 + 1);
+    assert_eq!(ring.tail(), tail, "nothing published");
+    v.finish(&err.to_string());
 }
 
 // ---------------------------------------------------------------------

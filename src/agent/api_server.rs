@@ -122,30 +122,36 @@ fn bad(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ApiError { code, message })
 }
 
-/// One request line to its reply.
-pub async fn handle(agent: &Agent, line: &[u8]) -> Reply {
-    let v: serde_json::Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return bad(ErrorCode::BadRequest, format!("request is not JSON: {e}")),
-    };
+/// Decodes one request line: JSON, the API version, then the request.
+/// Pure (no agent), so the request-line fuzzer runs exactly this.
+pub fn parse_request(line: &[u8]) -> Result<Request, Reply> {
+    let v: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| bad(ErrorCode::BadRequest, format!("request is not JSON: {e}")))?;
     match v.get("api").and_then(|a| a.as_u64()) {
         Some(n) if n == API_VERSION as u64 => {}
         Some(n) => {
-            return bad(
+            return Err(bad(
                 ErrorCode::Version,
                 format!("API version {n} is not supported; memifd speaks {API_VERSION}"),
-            )
+            ))
         }
         None => {
-            return bad(
+            return Err(bad(
                 ErrorCode::Version,
                 format!("request has no \"api\" version; memifd speaks {API_VERSION}"),
-            )
+            ))
         }
     }
-    let req = match serde_json::from_value::<RequestEnvelope>(v) {
-        Ok(r) => r.request,
-        Err(e) => return bad(ErrorCode::BadRequest, format!("bad request: {e}")),
+    serde_json::from_value::<RequestEnvelope>(v)
+        .map(|r| r.request)
+        .map_err(|e| bad(ErrorCode::BadRequest, format!("bad request: {e}")))
+}
+
+/// One request line to its reply.
+pub async fn handle(agent: &Agent, line: &[u8]) -> Reply {
+    let req = match parse_request(line) {
+        Ok(r) => r,
+        Err(reply) => return reply,
     };
     let r = match req {
         Request::Attach(a) => agent

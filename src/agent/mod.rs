@@ -43,7 +43,7 @@ use config::Config;
 use persist::Persistence;
 use registry::{Registry, Shared};
 
-pub use ops::check_spec;
+pub use ops::{check_request, check_spec};
 
 /// Where pod annotations come from (the Kubernetes API in memifd; a fake
 /// in tests). Errors are one line with their causes.

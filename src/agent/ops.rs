@@ -126,7 +126,8 @@ impl Agent {
         }
     }
 
-    /// Checks a request against the gate and the node's maximum.
+    /// Checks a request against the gate, then on its own and against the
+    /// node's maximum ([`check_request`]).
     fn check(&self, req: &AttachRequest) -> Result<(), ApiError> {
         if !self.cfg.feature_gates.memif_enabled() {
             return Err(err(
@@ -134,40 +135,7 @@ impl Agent {
                 "memif is disabled on this node (feature gate memifEnabled is false); enable memif in the config for memif interfaces",
             ));
         }
-        for (what, v) in [
-            ("containerId", &req.key.container_id),
-            ("ifname", &req.key.ifname),
-            ("network", &req.network),
-        ] {
-            if v.is_empty() {
-                return Err(err(ErrorCode::BadRequest, format!("{what} is empty")));
-            }
-        }
-        if !req.netns.is_absolute() {
-            return Err(err(
-                ErrorCode::BadRequest,
-                format!("netns {:?} is not an absolute path", req.netns),
-            ));
-        }
-        if let Some(ranges) = &req.steer {
-            crate::calico::ports::validate(ranges)
-                .map_err(|e| err(ErrorCode::InvalidSpec, format!("steered ports: {e}")))?;
-            if req.ips.is_empty() {
-                return Err(err(
-                    ErrorCode::BadRequest,
-                    "a PBL attachment (steer) needs the pod's addresses",
-                ));
-            }
-        }
-        if let Some(v) = req.vni {
-            if v == 0 || v > crate::packet::vxlan::MAX_VNI {
-                return Err(err(
-                    ErrorCode::InvalidSpec,
-                    format!("vni {v} must be 1..=16777215"),
-                ));
-            }
-        }
-        check_spec(&req.spec, &self.cfg.max_interface_spec)
+        check_request(req, &self.cfg.max_interface_spec)
     }
 
     /// A network has one VNI, and a VNI one network, on this node.
@@ -506,6 +474,46 @@ fn interface_config(req: &AttachRequest) -> InterfaceConfig {
             ..Limits::default()
         },
     }
+}
+
+/// Checks an attach request on its own and against the node's maximum:
+/// what memifd refuses before it touches anything (the gate aside). Pure,
+/// so the request-line fuzzer runs exactly this.
+pub fn check_request(req: &AttachRequest, max: &MaxSpec) -> Result<(), ApiError> {
+    for (what, v) in [
+        ("containerId", &req.key.container_id),
+        ("ifname", &req.key.ifname),
+        ("network", &req.network),
+    ] {
+        if v.is_empty() {
+            return Err(err(ErrorCode::BadRequest, format!("{what} is empty")));
+        }
+    }
+    if !req.netns.is_absolute() {
+        return Err(err(
+            ErrorCode::BadRequest,
+            format!("netns {:?} is not an absolute path", req.netns),
+        ));
+    }
+    if let Some(ranges) = &req.steer {
+        crate::calico::ports::validate(ranges)
+            .map_err(|e| err(ErrorCode::InvalidSpec, format!("steered ports: {e}")))?;
+        if req.ips.is_empty() {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "a PBL attachment (steer) needs the pod's addresses",
+            ));
+        }
+    }
+    if let Some(v) = req.vni {
+        if v == 0 || v > crate::packet::vxlan::MAX_VNI {
+            return Err(err(
+                ErrorCode::InvalidSpec,
+                format!("vni {v} must be 1..=16777215"),
+            ));
+        }
+    }
+    check_spec(&req.spec, max)
 }
 
 /// Validates a spec on its own and against the node's maximum (the queue

@@ -294,6 +294,15 @@ impl MasterTx {
         while off < len {
             if used == self.known_free {
                 self.known_free = Self::posted_free(c, self.pending)?;
+                if used > self.known_free {
+                    // The slave took back buffers it had posted (its head
+                    // moved back past those this frame already filled).
+                    return Err(c.fail(RingError::IndexOutOfRange {
+                        head: c.ring.head(),
+                        tail: c.ours,
+                        size: c.ring.size(),
+                    }));
+                }
                 if used == self.known_free {
                     return Ok(if used == c.ring.size() {
                         Pushed::Unsendable
