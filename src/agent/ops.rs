@@ -513,6 +513,14 @@ pub fn check_request(req: &AttachRequest, max: &MaxSpec) -> Result<(), ApiError>
             ));
         }
     }
+    if let Some(name) = &req.socket {
+        SocketAddr::parse(name).map_err(|e| {
+            err(
+                ErrorCode::InvalidSpec,
+                format!("socket {name:?} is not a memif socket address: {e}"),
+            )
+        })?;
+    }
     check_spec(&req.spec, max)
 }
 
@@ -555,4 +563,41 @@ pub fn check_spec(s: &MemifSpec, max: &MaxSpec) -> Result<(), ApiError> {
         return bad("secret is longer than memif's 24 bytes".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(socket: Option<&str>) -> AttachRequest {
+        AttachRequest {
+            key: AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "memif-eth1".into(),
+            },
+            network: "blue".into(),
+            netns: "/run/netns/pod".into(),
+            socket: socket.map(String::from),
+            spec: MemifSpec::default(),
+            ips: Vec::new(),
+            pod: None,
+            steer: None,
+            vni: None,
+        }
+    }
+
+    /// Found by the `api_request` fuzz target: `"socket": ""` was accepted
+    /// and only failed later, when the listener was made.
+    #[test]
+    fn a_socket_that_is_no_address_is_refused_up_front() {
+        let max = MaxSpec::default();
+        for bad in ["", "@", &"x".repeat(108)] {
+            let e = check_request(&request(Some(bad)), &max).expect_err(bad);
+            assert_eq!(e.code, ErrorCode::InvalidSpec, "{e:?}");
+            assert!(e.message.contains("socket"), "{e:?}");
+        }
+        for good in [None, Some("@memif-eth1"), Some("/run/memif/pod.sock")] {
+            check_request(&request(good), &max).unwrap();
+        }
+    }
 }
