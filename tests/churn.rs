@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use memif_cni::api::{AttachRequest, Client, RxMode};
 use memif_cni::mac::Mac;
-use memif_cni::memif::shm::{Desc, Region, RingRef};
+use memif_cni::memif::shm::{Region, RingRef};
 use memif_cni::memif::wire::{AddRegion, AddRing, Init, Message, Mode, RING_FLAG_S2M, VERSION};
 use memif_cni::memif::{PacketBuf, SlaveConfig, SlaveConnection, SlaveError, SocketAddr};
 use memif_cni::packet;
@@ -414,19 +414,7 @@ impl World {
             Kind::BadDescriptor => {
                 let s = self.slave(&req, &cfg).expect("client connects");
                 self.wait_connected(&req, true);
-                let ring = s.tx[0].ring().clone();
-                let head = ring.head();
-                ring.set_desc(
-                    head,
-                    Desc {
-                        flags: 0,
-                        region: 7,
-                        length: 64,
-                        offset: 0,
-                    },
-                );
-                ring.set_head(head.wrapping_add(1));
-                nix::unistd::write(s.tx[0].event_fd(), &1u64.to_ne_bytes()).expect("kick");
+                post_bad_descriptor(&s);
                 let reason = poll("memifd disconnects the bad client", || s.poll_disconnect());
                 assert!(reason.contains("bad descriptor"), "cycle {i}: {reason}");
                 self.wait_connected(&req, false);

@@ -27,7 +27,6 @@ use memif_cni::api::{
     AttachRequest, AttachmentInfo, AttachmentKey, ClientError, ErrorCode, PodRef, Reply,
     ReplyEnvelope, API_VERSION, MAX_MESSAGE,
 };
-use memif_cni::memif::shm::Desc;
 use memif_cni::memif::socket::{Listener, SocketError};
 use memif_cni::memif::wire::{Message, Mode};
 use memif_cni::memif::{SlaveConfig, SocketAddr};
@@ -1437,19 +1436,7 @@ fn hostile_clients_are_disconnected_others_keep_working() {
     let mut evil = nsa.slave(&addr, &slave_cfg("evil")).expect("a connects");
     send_frames(&mut evil, 0, 10, 64);
     wait_rx(&m, &a.key, 10);
-    let ring = evil.tx[0].ring().clone();
-    let head = ring.head();
-    ring.set_desc(
-        head,
-        Desc {
-            flags: 0,
-            region: 7,
-            length: 64,
-            offset: 0,
-        },
-    );
-    ring.set_head(head.wrapping_add(1));
-    nix::unistd::write(evil.tx[0].event_fd(), &1u64.to_ne_bytes()).expect("kick");
+    post_bad_descriptor(&evil);
     let reason = wait_for("memifd disconnects the bad client", WAIT, || {
         evil.poll_disconnect()
     });

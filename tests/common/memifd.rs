@@ -28,6 +28,7 @@ use memif_cni::api::{
     AttachRequest, AttachmentInfo, AttachmentKey, Client, ClientError, ErrorCode, IfStats,
     MemifSpec, StatusInfo,
 };
+use memif_cni::memif::shm::Desc;
 use memif_cni::memif::socket::{Channel, SocketError};
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SlaveError, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -780,6 +781,24 @@ pub fn wait_stats(
         }
     };
     found.unwrap_or_else(|| panic!("{key}: {what} not within {WAIT:?}; last {last:?}"))
+}
+
+/// A hostile client's move: publishes on `s`'s first S2M ring a descriptor
+/// naming a region that does not exist, and kicks memifd.
+pub fn post_bad_descriptor(s: &SlaveConnection) {
+    let ring = s.tx[0].ring().clone();
+    let head = ring.head();
+    ring.set_desc(
+        head,
+        Desc {
+            flags: 0,
+            region: 7,
+            length: 64,
+            offset: 0,
+        },
+    );
+    ring.set_head(head.wrapping_add(1));
+    nix::unistd::write(s.tx[0].event_fd(), &1u64.to_ne_bytes()).expect("kick");
 }
 
 /// Waits until `key` has (`true`) or has not a connected client.
