@@ -18,7 +18,7 @@ mod memifd_common;
 mod testpmd;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use cluster::{Cluster, Peers, Pod};
@@ -37,19 +37,7 @@ fn v6(test: u8, host: u8) -> IpAddr {
 
 /// `memifctl client` inside the pod, with `args`.
 fn client(pod: &Pod, args: &[String]) -> Child {
-    Command::new(MEMIFCTL)
-        .arg("client")
-        .arg("--socket")
-        .arg(pod.req.socket_name())
-        .arg("--netns")
-        .arg(pod.ns.path())
-        .args(["--mode", &pod.req.spec.mode.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memifctl client")
+    spawn_memifctl_client(&pod.req, &pod.ns.path(), args)
 }
 
 struct Reaper(Child);

@@ -19,7 +19,7 @@ mod testpmd;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -728,19 +728,7 @@ fn mtu_sized_and_chained_frames_arrive_whole() {
 
 /// `memifctl client` in the pod netns: a small IP stack on the memif.
 fn memifctl_client(pod: &Pod, args: &[String]) -> Child {
-    Command::new(MEMIFCTL)
-        .arg("client")
-        .arg("--socket")
-        .arg(pod.req.socket_name())
-        .arg("--netns")
-        .arg(pod.ns.path())
-        .args(["--mode", &pod.req.spec.mode.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memifctl client")
+    spawn_memifctl_client(&pod.req, &pod.ns.path(), args)
 }
 
 fn finish(mut c: Child, within: Duration) -> (bool, String) {

@@ -1790,18 +1790,7 @@ fn status_stays_prompt_under_attach_and_detach_storms() {
 /// runs on instead is killed and fails the test (never hangs it).
 #[track_caller]
 fn exits_within(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} started and ran");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    exit_within(child, WAIT).unwrap_or_else(|| panic!("{what} started and ran"))
 }
 
 /// One memifd per state directory: a second one on the same directory

@@ -507,21 +507,12 @@ impl Memifd {
                 assert!(st.success(), "kill -s TERM memifd: {st}");
             }
         }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "memifd did not exit on {sig:?} within {WAIT:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut child, WAIT).unwrap_or_else(|| {
+            panic!(
+                "memifd did not exit on {sig:?} within {WAIT:?}:\n{}",
+                self.log()
+            )
+        })
     }
 
     /// Panics (with the log) unless memifd still runs and answers.
@@ -781,6 +772,41 @@ pub fn wait_stats(
         }
     };
     found.unwrap_or_else(|| panic!("{key}: {what} not within {WAIT:?}; last {last:?}"))
+}
+
+/// `memifctl client` in the netns at `netns` on the memif of `req` (its
+/// socket and mode), with `args`; stdout and stderr piped.
+pub fn spawn_memifctl_client(req: &AttachRequest, netns: &Path, args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_memifctl"))
+        .arg("client")
+        .arg("--socket")
+        .arg(req.socket_name())
+        .arg("--netns")
+        .arg(netns)
+        .args(["--mode", &req.spec.mode.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memifctl client")
+}
+
+/// Waits up to `timeout` for `child` to exit; kills and reaps it and
+/// returns `None` when it runs on (a test never hangs on a process).
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A hostile client's move: publishes on `s`'s first S2M ring a descriptor
