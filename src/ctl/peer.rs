@@ -138,6 +138,11 @@ pub enum PeerError {
 /// A generated UDP/IPv4 frame of `size` bytes (ethernet or ip mode). The
 /// addresses are from the benchmarking range and never leave shared memory.
 pub fn udp_frame(mode: Mode, size: usize, seq: u32) -> Vec<u8> {
+    udp_frame_between(mode, size, seq, [198, 18, 0, 1], [198, 18, 0, 2])
+}
+
+/// [`udp_frame`] from IPv4 address `src` to `dst`.
+pub fn udp_frame_between(mode: Mode, size: usize, seq: u32, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     use crate::packet::{build, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, PROTO_UDP, UDP_HLEN};
     let l2 = if mode == Mode::Ethernet { ETH_HLEN } else { 0 };
     let size = size.max(l2 + IPV4_HLEN + UDP_HLEN);
@@ -154,8 +159,8 @@ pub fn udp_frame(mode: Mode, size: usize, seq: u32) -> Vec<u8> {
     let payload = ip.len().min(u16::MAX as usize) - IPV4_HLEN - UDP_HLEN;
     build::ipv4_header_into(
         ip,
-        [198, 18, 0, 1].into(),
-        [198, 18, 0, 2].into(),
+        src.into(),
+        dst.into(),
         PROTO_UDP,
         64,
         UDP_HLEN + payload,

@@ -52,19 +52,21 @@
 //!     same traffic.
 //! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
-#[path = "../tests/common/testpmd.rs"]
+mod harness;
+mod rtt;
+#[path = "../../tests/common/testpmd.rs"]
 mod testpmd;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memif_cni::api::{AttachRequest, AttachmentKey, Client, MemifSpec, RxMode};
+use harness::{attach, median, pin, probe, sample, sh, Daemon, Namespaces};
+use memif_cni::api::RxMode;
 use memif_cni::memif::socket::Channel;
-use memif_cni::memif::wire::Mode;
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
 use memif_cni::netns::NetnsGuard;
 use testpmd::{Testpmd, TestpmdOpts};
@@ -81,6 +83,11 @@ struct Args {
     kernel_reps: usize,
     both_reps: usize,
     swap_reps: usize,
+    /// (e): rounds, and round trips per round and middle box.
+    rtt_rounds: usize,
+    rtt_trips: usize,
+    /// Only these measures (letters, e.g. "e"); all when empty.
+    only: String,
 }
 
 fn args() -> Args {
@@ -94,6 +101,9 @@ fn args() -> Args {
         kernel_reps: 3,
         both_reps: 6,
         swap_reps: 6,
+        rtt_rounds: 6,
+        rtt_trips: 20000,
+        only: String::new(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -109,153 +119,14 @@ fn args() -> Args {
             "--kernel-reps" => a.kernel_reps = val.parse().expect("--kernel-reps N"),
             "--both-reps" => a.both_reps = val.parse().expect("--both-reps N"),
             "--swap-reps" => a.swap_reps = val.parse().expect("--swap-reps N"),
+            "--rtt-rounds" => a.rtt_rounds = val.parse().expect("--rtt-rounds N"),
+            "--rtt-trips" => a.rtt_trips = val.parse().expect("--rtt-trips N"),
+            "--only" => a.only = val,
             other => panic!("unknown argument {other}"),
         }
         i += 2;
     }
     a
-}
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Network namespaces, deleted on drop.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn add(&mut self, name: &str) {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(&["ip", "netns", "add", name]);
-        self.0.push(name.to_string());
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-struct Daemon {
-    child: Child,
-    api: PathBuf,
-}
-
-impl Daemon {
-    /// memifd with its own state dir, pinned to `cpu`.
-    fn start(memifd: &Path, dir: &Path, cpu: &str) -> Daemon {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).expect("state dir");
-        std::fs::write(dir.join("memifd.json"), "{}").expect("config");
-        let api = dir.join("api.sock");
-        let mut child = Command::new("taskset")
-            .args(["-c", cpu])
-            .arg(memifd)
-            .args(["--no-kubernetes", "--log", "warn", "--api-socket"])
-            .arg(&api)
-            .arg("--state-dir")
-            .arg(dir)
-            .arg("--config")
-            .arg(dir.join("memifd.json"))
-            .env_remove("CALICOVPP_FEATURE_GATES")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start memifd");
-        let t0 = Instant::now();
-        loop {
-            if let Ok(mut c) = Client::connect(&api, Duration::from_secs(5)) {
-                if c.status().is_ok() {
-                    break;
-                }
-            }
-            if t0.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("memifd did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Daemon { child, api }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.api, Duration::from_secs(30)).expect("connect")
-    }
-
-    fn cpu_ticks(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let rest = &s[s.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn attach(
-    d: &Daemon,
-    ns: &str,
-    container: &str,
-    ifname: &str,
-    network: &str,
-    ip: &str,
-    rx: RxMode,
-) -> AttachRequest {
-    let req = AttachRequest {
-        key: AttachmentKey {
-            container_id: container.into(),
-            ifname: ifname.into(),
-        },
-        network: network.into(),
-        netns: format!("/run/netns/{ns}").into(),
-        socket: None,
-        spec: MemifSpec {
-            mode: Mode::Ethernet,
-            rx_mode: rx,
-            ..MemifSpec::default()
-        },
-        ips: vec![ip.parse().unwrap()],
-        pod: None,
-        steer: None,
-        vni: None,
-    };
-    d.client().attach(req.clone()).expect("attach");
-    req
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Samples `rate()`-style counters: the median over `samples` one-second
-/// windows after a half-second warm-up, in packets per second.
-fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
-    std::thread::sleep(Duration::from_millis(500));
-    let mut v = Vec::new();
-    let (mut c0, mut t0) = (count(), Instant::now());
-    for _ in 0..samples {
-        std::thread::sleep(Duration::from_secs(1));
-        let (c1, t1) = (count(), Instant::now());
-        v.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
-        (c0, t0) = (c1, t1);
-    }
-    median(v)
 }
 
 /// One kind of loop: how the loop testpmd forwards and which of its ports
@@ -509,50 +380,6 @@ fn run_loops(
     }
     mid.quit();
     (pairs, drops, olds)
-}
-
-/// Where the host has placed the two vCPUs right now: the round trip (ns)
-/// of a cache line bounced between a thread on core 0 and one on core 1
-/// (median of three runs of 5000). What crossing cores costs is what
-/// moves both loops' rates between bands.
-fn probe() -> f64 {
-    const N: u64 = 5000;
-    let one = || {
-        let line = Arc::new(AtomicU64::new(0));
-        let l = line.clone();
-        let echo = std::thread::spawn(move || {
-            pin(1);
-            for i in 0..N {
-                while l.load(Ordering::Acquire) != 2 * i + 1 {
-                    std::hint::spin_loop();
-                }
-                l.store(2 * i + 2, Ordering::Release);
-            }
-        });
-        let ping = std::thread::spawn(move || {
-            pin(0);
-            // Both threads on their cores before the clock starts.
-            std::thread::sleep(Duration::from_millis(1));
-            let t0 = Instant::now();
-            for i in 0..N {
-                line.store(2 * i + 1, Ordering::Release);
-                while line.load(Ordering::Acquire) != 2 * i + 2 {
-                    std::hint::spin_loop();
-                }
-            }
-            t0.elapsed().as_nanos() as f64 / N as f64
-        });
-        let rt = ping.join().expect("probe");
-        echo.join().expect("probe");
-        rt
-    };
-    median(vec![one(), one(), one()])
-}
-
-fn pin(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).expect("cpu");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
 }
 
 fn tx_packets(ns: &str, dev: &str) -> u64 {
@@ -830,6 +657,7 @@ impl Bands {
 
 fn main() {
     let a = args();
+    let want = |m: &str| a.only.is_empty() || a.only.split(',').any(|x| x == m);
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("dp-bench-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -837,7 +665,6 @@ fn main() {
     let mut ns = Namespaces(Vec::new());
     let pod_ns = format!("dp-bench-{pid}");
     ns.add(&pod_ns);
-    let knss = setup_kernel(&mut ns, &pid.to_string());
 
     let loops = |lp: Loop, reps: usize| {
         (reps > 0).then(|| {
@@ -846,62 +673,76 @@ fn main() {
             (p, olds)
         })
     };
-    let (pairs, olds) = loops(IO, a.reps.max(1)).expect("(a) runs at least one pair");
-    let both = loops(IO_BOTH, a.both_reps).map(|x| x.0);
-    let swap = loops(SWAP, a.swap_reps).map(|x| x.0);
-    let mut kernel = Vec::new();
-    for rep in 0..a.kernel_reps {
-        let k = run_kernel(&a, &knss);
-        eprintln!("kernel run {}: {:.3} Mpps", rep + 1, k / 1e6);
-        kernel.push(k);
-    }
-    let cpu_int = run_idle(&a, &pod_ns, &dir, RxMode::Interrupt);
-    let cpu_ad = run_idle(&a, &pod_ns, &dir, RxMode::Adaptive);
-    let io = Bands::of(&pairs);
-    let k = median(kernel);
-    // (b) conservatively: memifd's rate in its slower band, whichever
-    // band the kernel runs saw.
-    let r_k = io.slow_memifd / k;
+    let io = want("a").then(|| loops(IO, a.reps.max(1)).expect("(a) runs at least one pair"));
+    let both = want("a'")
+        .then(|| loops(IO_BOTH, a.both_reps).map(|x| x.0))
+        .flatten();
+    let swap = want("a''")
+        .then(|| loops(SWAP, a.swap_reps).map(|x| x.0))
+        .flatten();
+    let kernel = (want("b") && a.kernel_reps > 0).then(|| {
+        let knss = setup_kernel(&mut ns, &pid.to_string());
+        let mut kernel = Vec::new();
+        for rep in 0..a.kernel_reps {
+            let k = run_kernel(&a, &knss);
+            eprintln!("kernel run {}: {:.3} Mpps", rep + 1, k / 1e6);
+            kernel.push(k);
+        }
+        median(kernel)
+    });
+    let idle = want("c").then(|| {
+        (
+            run_idle(&a, &pod_ns, &dir, RxMode::Interrupt),
+            run_idle(&a, &pod_ns, &dir, RxMode::Adaptive),
+        )
+    });
+    let latency = (want("e") && a.rtt_rounds > 0)
+        .then(|| rtt::run(&a.memifd, &pod_ns, &dir, a.rtt_rounds, a.rtt_trips));
+
     println!(
-        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (a'') {}, (b) median of {} runs",
-        a.reps, a.both_reps, a.swap_reps, a.kernel_reps
+        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (a'') {}, (b) median of {} runs, (e) {} rounds of {} round trips",
+        a.reps, a.both_reps, a.swap_reps, a.kernel_reps, a.rtt_rounds, a.rtt_trips
     );
     println!("| measure | value | ratio | target |");
     println!("|---|---:|---:|---:|");
-    io.print("(a) io loop from port 0", ">= 1.0");
-    println!(
-        "| (a) memifd / testpmd, the worse placement | | {} | >= 1.0 {} |",
-        io.worst_text(),
-        match io.worst {
-            None => "inconclusive: too few comparable pairs",
-            Some(x) if x >= 1.0 => "met",
-            Some(_) => "NOT MET",
+    let bands = io.as_ref().map(|(pairs, olds)| {
+        let io = Bands::of(pairs);
+        io.print("(a) io loop from port 0", ">= 1.05");
+        println!(
+            "| (a) memifd / testpmd, the worse placement | | {} | >= 1.05 {} |",
+            io.worst_text(),
+            match io.worst {
+                None => "inconclusive: too few comparable pairs",
+                Some(x) if x >= 1.05 => "met",
+                Some(_) => "NOT MET",
+            }
+        );
+        if !olds.is_empty() {
+            let after_before = median(
+                pairs
+                    .iter()
+                    .zip(olds)
+                    .map(|((m, _), o)| m.pps / o.pps)
+                    .collect(),
+            );
+            let before_tp = median(
+                pairs
+                    .iter()
+                    .zip(olds)
+                    .map(|((_, t), o)| o.pps / t.pps)
+                    .collect(),
+            );
+            println!(
+                "| (a) memifd before (Mpps, median) | {:.2} | {before_tp:.2} vs testpmd | |",
+                median(olds.iter().map(|o| o.pps).collect()) / 1e6
+            );
+            println!(
+                "| (a) memifd after / before (median of {} triples) | | {after_before:.2} | >= 1.0 (no slowdown) |",
+                olds.len()
+            );
         }
-    );
-    if !olds.is_empty() {
-        let after_before = median(
-            pairs
-                .iter()
-                .zip(&olds)
-                .map(|((m, _), o)| m.pps / o.pps)
-                .collect(),
-        );
-        let before_tp = median(
-            pairs
-                .iter()
-                .zip(&olds)
-                .map(|((_, t), o)| o.pps / t.pps)
-                .collect(),
-        );
-        println!(
-            "| (a) memifd before (Mpps, median) | {:.2} | {before_tp:.2} vs testpmd | |",
-            median(olds.iter().map(|o| o.pps).collect()) / 1e6
-        );
-        println!(
-            "| (a) memifd after / before (median of {} triples) | | {after_before:.2} | >= 1.0 (no slowdown) |",
-            olds.len()
-        );
-    }
+        io
+    });
     let diagnostics = [
         (
             both,
@@ -925,18 +766,37 @@ fn main() {
             b.worst_text()
         );
     }
+    if let Some(k) = kernel {
+        // (b) conservatively: memifd's rate in its slower band, whichever
+        // band the kernel runs saw.
+        let ratio = bands.as_ref().map_or("-".into(), |io| {
+            format!("memifd (slower band) / kernel = {:.1}", io.slow_memifd / k)
+        });
+        println!(
+            "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | {ratio} | >= 10 |",
+            k / 1e6,
+        );
+    }
+    if let Some((cpu_int, cpu_ad)) = idle {
+        println!(
+            "| (c) memifd CPU, {} idle interfaces, interrupt (% of a core) | {cpu_int:.2} | | ~0 |",
+            a.idle
+        );
+        println!(
+            "| (c) memifd CPU, {} idle interfaces, adaptive (% of a core) | {cpu_ad:.2} | | ~0 |",
+            a.idle
+        );
+    }
+    if let Some(l) = &latency {
+        rtt::print(l);
+    }
+    let fig = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
-        "| (b) kernel path, veth + routing netns (Mpps) | {:.3} | memifd (slower band) / kernel = {:.1} | >= 10 |",
-        k / 1e6,
-        r_k
-    );
-    println!(
-        "| (c) memifd CPU, {} idle interfaces, interrupt (% of a core) | {:.2} | | ~0 |",
-        a.idle, cpu_int
-    );
-    println!(
-        "| (c) memifd CPU, {} idle interfaces, adaptive (% of a core) | {:.2} | | ~0 |",
-        a.idle, cpu_ad
+        "dataplane: a {}, instr memifd/testpmd {}, rtt p50 memifd/testpmd {}, uplink/veth {}",
+        fig(bands.as_ref().and_then(|b| b.worst)),
+        fig(None),
+        fig(latency.as_ref().map(|l| l.p50_ratio)),
+        fig(None),
     );
     drop(ns);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,198 @@
+//! What the dataplane benchmark's measures share: namespaces and memifd
+//! daemons removed on drop, attachments through memifd's API, sampling,
+//! medians, pinning and the placement probe.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memif_cni::api::{AttachRequest, AttachmentKey, Client, MemifSpec, RxMode};
+use memif_cni::memif::wire::Mode;
+
+pub fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Network namespaces, deleted on drop.
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    pub fn add(&mut self, name: &str) {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&["ip", "netns", "add", name]);
+        self.0.push(name.to_string());
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    api: PathBuf,
+}
+
+impl Daemon {
+    /// memifd with its own state dir, pinned to `cpu`.
+    pub fn start(memifd: &Path, dir: &Path, cpu: &str) -> Daemon {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("state dir");
+        std::fs::write(dir.join("memifd.json"), "{}").expect("config");
+        let api = dir.join("api.sock");
+        let mut child = Command::new("taskset")
+            .args(["-c", cpu])
+            .arg(memifd)
+            .args(["--no-kubernetes", "--log", "warn", "--api-socket"])
+            .arg(&api)
+            .arg("--state-dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(dir.join("memifd.json"))
+            .env_remove("CALICOVPP_FEATURE_GATES")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start memifd");
+        let t0 = Instant::now();
+        loop {
+            if let Ok(mut c) = Client::connect(&api, Duration::from_secs(5)) {
+                if c.status().is_ok() {
+                    break;
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("memifd did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Daemon { child, api }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.api, Duration::from_secs(30)).expect("connect")
+    }
+
+    pub fn cpu_ticks(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn attach(
+    d: &Daemon,
+    ns: &str,
+    container: &str,
+    ifname: &str,
+    network: &str,
+    ip: &str,
+    rx: RxMode,
+) -> AttachRequest {
+    let req = AttachRequest {
+        key: AttachmentKey {
+            container_id: container.into(),
+            ifname: ifname.into(),
+        },
+        network: network.into(),
+        netns: format!("/run/netns/{ns}").into(),
+        socket: None,
+        spec: MemifSpec {
+            mode: Mode::Ethernet,
+            rx_mode: rx,
+            ..MemifSpec::default()
+        },
+        ips: vec![ip.parse().unwrap()],
+        pod: None,
+        steer: None,
+        vni: None,
+    };
+    d.client().attach(req.clone()).expect("attach");
+    req
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Samples `rate()`-style counters: the median over `samples` one-second
+/// windows after a half-second warm-up, in packets per second.
+pub fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {
+    std::thread::sleep(Duration::from_millis(500));
+    let mut v = Vec::new();
+    let (mut c0, mut t0) = (count(), Instant::now());
+    for _ in 0..samples {
+        std::thread::sleep(Duration::from_secs(1));
+        let (c1, t1) = (count(), Instant::now());
+        v.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
+        (c0, t0) = (c1, t1);
+    }
+    median(v)
+}
+
+/// Where the host has placed the two vCPUs right now: the round trip (ns)
+/// of a cache line bounced between a thread on core 0 and one on core 1
+/// (median of three runs of 5000). What crossing cores costs is what
+/// moves both loops' rates between bands.
+pub fn probe() -> f64 {
+    const N: u64 = 5000;
+    let one = || {
+        let line = Arc::new(AtomicU64::new(0));
+        let l = line.clone();
+        let echo = std::thread::spawn(move || {
+            pin(1);
+            for i in 0..N {
+                while l.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                l.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        let ping = std::thread::spawn(move || {
+            pin(0);
+            // Both threads on their cores before the clock starts.
+            std::thread::sleep(Duration::from_millis(1));
+            let t0 = Instant::now();
+            for i in 0..N {
+                line.store(2 * i + 1, Ordering::Release);
+                while line.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            t0.elapsed().as_nanos() as f64 / N as f64
+        });
+        let rt = ping.join().expect("probe");
+        echo.join().expect("probe");
+        rt
+    };
+    median(vec![one(), one(), one()])
+}
+
+pub fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+}
