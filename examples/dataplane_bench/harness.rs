@@ -2,6 +2,7 @@
 //! daemons removed on drop, attachments through memifd's API, sampling,
 //! medians, pinning and the placement probe.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,8 @@ pub fn sh(args: &[&str]) {
     );
 }
 
-/// Network namespaces, deleted on drop.
+/// Network namespaces (each with `lo` up), deleted on drop with every
+/// device in them.
 pub struct Namespaces(pub Vec<String>);
 
 impl Namespaces {
@@ -31,6 +33,7 @@ impl Namespaces {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         sh(&["ip", "netns", "add", name]);
         self.0.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
     }
 }
 
@@ -42,20 +45,35 @@ impl Drop for Namespaces {
     }
 }
 
+/// A memifd of the benchmark: its own state dir and API socket, no
+/// Kubernetes, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
     child: Child,
     api: PathBuf,
 }
 
 impl Daemon {
-    /// memifd with its own state dir, pinned to `cpu`.
+    /// memifd pinned to `cpu`, in our network namespace.
     pub fn start(memifd: &Path, dir: &Path, cpu: &str) -> Daemon {
+        Self::start_in(memifd, dir, cpu, None)
+    }
+
+    /// memifd pinned to `cpu`, in network namespace `netns` if given (its
+    /// uplinks, host routes and rules then live there). Its log goes to
+    /// `dir/memifd.log`.
+    pub fn start_in(memifd: &Path, dir: &Path, cpu: &str, netns: Option<&str>) -> Daemon {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("state dir");
         std::fs::write(dir.join("memifd.json"), "{}").expect("config");
         let api = dir.join("api.sock");
-        let mut child = Command::new("taskset")
-            .args(["-c", cpu])
+        let log = File::create(dir.join("memifd.log")).expect("log file");
+        // taskset and `ip netns exec` both exec: the child's pid is memifd's.
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", cpu]);
+        if let Some(ns) = netns {
+            cmd.args(["ip", "netns", "exec", ns]);
+        }
+        let mut child = cmd
             .arg(memifd)
             .args(["--no-kubernetes", "--log", "warn", "--api-socket"])
             .arg(&api)
@@ -64,7 +82,13 @@ impl Daemon {
             .arg("--config")
             .arg(dir.join("memifd.json"))
             .env_remove("CALICOVPP_FEATURE_GATES")
+            .env_remove("MEMIFD_CONFIG")
+            .env_remove("MEMIF_LOG")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start memifd");
         let t0 = Instant::now();
@@ -74,12 +98,22 @@ impl Daemon {
                     break;
                 }
             }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "memifd exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("memifd.log")).unwrap_or_default()
+                );
+            }
             if t0.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("memifd did not come up");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+        assert_eq!(comm.trim(), "memifd", "the child's pid is not memifd's");
         Daemon { child, api }
     }
 
@@ -87,16 +121,35 @@ impl Daemon {
         Client::connect(&self.api, Duration::from_secs(30)).expect("connect")
     }
 
-    pub fn cpu_ticks(&self) -> u64 {
+    /// (utime, stime) in clock ticks.
+    pub fn cpu_split(&self) -> (u64, u64) {
         let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
         let rest = &s[s.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        (f[11].parse().unwrap(), f[12].parse().unwrap())
+    }
+
+    /// utime + stime in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let (u, s) = self.cpu_split();
+        u + s
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A clean stop deletes memifd's routes and rules; the TUN goes
+        // with its fd.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -50,12 +50,20 @@
 //!     `5tswap` swaps addresses on every lap, which sends each frame back
 //!     the way it came: both paths become two-sided again and carry the
 //!     same traffic.
+//! (d) the host path: memifd's uplink (TUN) from a pod to the host and
+//!     back, against the kernel's veth path (uplink.rs).
+//! (e) latency: the round trip of single frames through memifd (polling,
+//!     adaptive, interrupt) and through a testpmd middle box (rtt.rs).
+//! `--only a,b,...` runs some measures; the last line sums up:
+//! `dataplane: a X.XX, instr memifd/testpmd Y.YY, rtt p50 memifd/testpmd
+//! Z.ZZ, uplink/veth W.WW` ("-" for what did not run).
 //! `DP_BENCH_ONLY=memifd|testpmd` measures one loop only (to profile it).
 
 mod harness;
 mod rtt;
 #[path = "../../tests/common/testpmd.rs"]
 mod testpmd;
+mod uplink;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -88,6 +96,8 @@ struct Args {
     rtt_trips: usize,
     /// Only these measures (letters, e.g. "e"); all when empty.
     only: String,
+    /// (d).
+    uplink: uplink::Opts,
 }
 
 fn args() -> Args {
@@ -104,6 +114,7 @@ fn args() -> Args {
         rtt_rounds: 6,
         rtt_trips: 20000,
         only: String::new(),
+        uplink: uplink::Opts::default(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -122,6 +133,7 @@ fn args() -> Args {
             "--rtt-rounds" => a.rtt_rounds = val.parse().expect("--rtt-rounds N"),
             "--rtt-trips" => a.rtt_trips = val.parse().expect("--rtt-trips N"),
             "--only" => a.only = val,
+            k if a.uplink.parse(k, &val) => {}
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -696,6 +708,9 @@ fn main() {
             run_idle(&a, &pod_ns, &dir, RxMode::Adaptive),
         )
     });
+    let host_path = want("d")
+        .then(|| uplink::run(&a.memifd, &dir, &a.uplink))
+        .flatten();
     let latency = (want("e") && a.rtt_rounds > 0)
         .then(|| rtt::run(&a.memifd, &pod_ns, &dir, a.rtt_rounds, a.rtt_trips));
 
@@ -787,6 +802,9 @@ fn main() {
             a.idle
         );
     }
+    if let Some(h) = &host_path {
+        h.print();
+    }
     if let Some(l) = &latency {
         rtt::print(l);
     }
@@ -796,7 +814,7 @@ fn main() {
         fig(bands.as_ref().and_then(|b| b.worst)),
         fig(None),
         fig(latency.as_ref().map(|l| l.p50_ratio)),
-        fig(None),
+        fig(host_path.as_ref().map(uplink::HostPath::worst)),
     );
     drop(ns);
     let _ = std::fs::remove_dir_all(&dir);
