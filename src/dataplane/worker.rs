@@ -535,14 +535,6 @@ impl Worker {
             }
             let regions: &[Arc<Region>] = q.regions();
             let mut bytes = 0u64;
-            // Start fetching every frame's first bytes (written by the
-            // other core) before deciding on the first.
-            for f in frames.iter() {
-                let d = descs[f.first as usize];
-                if let Some(r) = regions.get(d.region as usize) {
-                    r.prefetch(d.offset as usize);
-                }
-            }
             let mut ctx = self.plane.src_ctx(slot);
             for f in frames.iter() {
                 bytes += f.len as u64;

@@ -363,42 +363,6 @@ impl Region {
     }
 
     #[inline]
-    fn read_desc(&self, offset: usize) -> Option<Desc> {
-        if offset % 8 != 0 || offset.checked_add(DESC_SIZE)? > self.len {
-            return None;
-        }
-        // SAFETY: in bounds and 8-byte aligned for u64 reads. Volatile reads
-        // copy the descriptor exactly once; the copy is validated afterwards
-        // by the caller, never the shared original.
-        let (lo, hi) = unsafe {
-            let p = self.map.as_ptr().add(offset).cast::<u64>();
-            (ptr::read_volatile(p), ptr::read_volatile(p.add(1)))
-        };
-        Some(Desc {
-            flags: lo as u16,
-            region: (lo >> 16) as u16,
-            length: (lo >> 32) as u32,
-            offset: hi as u32,
-        })
-    }
-
-    #[inline]
-    fn write_desc(&self, offset: usize, d: Desc) -> bool {
-        if offset % 8 != 0 || offset.checked_add(DESC_SIZE).is_none_or(|e| e > self.len) {
-            return false;
-        }
-        let lo = d.flags as u64 | (d.region as u64) << 16 | (d.length as u64) << 32;
-        // SAFETY: in bounds and 8-byte aligned, checked above. Volatile
-        // writes: the peer reads these bytes from its own address space.
-        unsafe {
-            let p = self.map.as_mut_ptr().add(offset).cast::<u64>();
-            ptr::write_volatile(p, lo);
-            ptr::write_volatile(p.add(1), d.offset as u64);
-        }
-        true
-    }
-
-    #[inline]
     fn read_u32(&self, offset: usize) -> Option<u32> {
         let mut b = [0u8; 4];
         self.read(offset, &mut b).then(|| u32::from_le_bytes(b))
@@ -574,9 +538,25 @@ impl RingRef {
     #[inline]
     pub fn desc(&self, counter: u16) -> Desc {
         let slot = (counter & (self.size() - 1)) as usize;
-        self.region
-            .read_desc(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE)
-            .expect("descriptor array checked in RingRef::new")
+        let offset = self.offset + RING_HEADER_SIZE + slot * DESC_SIZE;
+        // SAFETY: `RingRef::new` checked that the whole descriptor array
+        // (offset + header + size * DESC_SIZE) lies in the region and that
+        // `self.offset` is 8-byte aligned (the header and DESC_SIZE are
+        // multiples of 8), and `self.region` keeps the mapping alive: every
+        // slot of the masked counter is in bounds and aligned for u64
+        // reads, so no per-read bounds check is needed on the packet path. Volatile reads copy the descriptor
+        // exactly once; the caller validates the copy, never the shared
+        // original.
+        let (lo, hi) = unsafe {
+            let p = self.region.map.as_ptr().add(offset).cast::<u64>();
+            (ptr::read_volatile(p), ptr::read_volatile(p.add(1)))
+        };
+        Desc {
+            flags: lo as u16,
+            region: (lo >> 16) as u16,
+            length: (lo >> 32) as u32,
+            offset: hi as u32,
+        }
     }
 
     /// Hints the CPU to fetch descriptor `counter & mask` (its cache line
@@ -600,10 +580,17 @@ impl RingRef {
     #[inline]
     pub fn set_desc(&self, counter: u16, d: Desc) {
         let slot = (counter & (self.size() - 1)) as usize;
-        let ok = self
-            .region
-            .write_desc(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE, d);
-        debug_assert!(ok, "descriptor array checked in RingRef::new");
+        let offset = self.offset + RING_HEADER_SIZE + slot * DESC_SIZE;
+        let lo = d.flags as u64 | (d.region as u64) << 16 | (d.length as u64) << 32;
+        // SAFETY: in bounds and 8-byte aligned for every slot, as in
+        // [`RingRef::desc`] (checked once in `RingRef::new`; the region
+        // stays mapped while `self.region` lives, read-write). Volatile
+        // writes: the peer reads these bytes from its own address space.
+        unsafe {
+            let p = self.region.map.as_mut_ptr().add(offset).cast::<u64>();
+            ptr::write_volatile(p, lo);
+            ptr::write_volatile(p.add(1), d.offset as u64);
+        }
     }
 
     /// Producer side: whether the consumer asked not to be interrupted.

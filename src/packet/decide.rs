@@ -100,6 +100,19 @@ fn window(l: &[u128; 4], o: usize) -> u128 {
 /// (ICMPv6 behind ethernet), a local destination, a malformed header.
 #[inline(always)]
 pub fn unicast_dst_in_lanes(l: &[u128; 4], len: usize, ethernet: bool) -> Option<IpKey> {
+    // One copy per mode, so that every window below is at a constant
+    // offset: constant shifts instead of variable 128-bit ones.
+    if ethernet {
+        dst_in_lanes::<true>(l, len)
+    } else {
+        dst_in_lanes::<false>(l, len)
+    }
+}
+
+/// [`unicast_dst_in_lanes`] for one mode.
+#[inline(always)]
+fn dst_in_lanes<const ETHERNET: bool>(l: &[u128; 4], len: usize) -> Option<IpKey> {
+    let ethernet = ETHERNET;
     let ip = if ethernet { ETH_HLEN } else { 0 };
     let first = window(l, ip) as u8;
     let class = match first >> 4 {

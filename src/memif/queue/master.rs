@@ -55,7 +55,8 @@ impl MasterRx {
     /// cleared first; reserve their capacity once so this never allocates:
     /// at most the ring size of descriptors). The buffers stay the slave's
     /// untouchable property until [`MasterRx::release`] hands them back,
-    /// so forwarding copies straight from them, region to region.
+    /// so forwarding copies straight from them, region to region. The
+    /// first line of each one-buffer frame is prefetched on the way.
     pub fn peek(
         &mut self,
         max: usize,
@@ -81,6 +82,28 @@ impl MasterRx {
         }
         let mut bytes = 0u64;
         while frames.len() < max && cur != end {
+            let d = c.ring.desc(cur);
+            if d.flags & DESC_FLAG_NEXT == 0 {
+                // A frame in one buffer, the common case: no chain to
+                // follow. Start fetching its first bytes (the slave's core
+                // wrote them) while the rest of the burst is read.
+                match c.region_for(cur, &d) {
+                    Ok(r) => r.prefetch(d.offset as usize),
+                    Err(e) => return Err(c.fail(e)),
+                }
+                if d.length as usize > c.max_frame {
+                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
+                }
+                frames.push(RxFrame {
+                    first: descs.len() as u32,
+                    count: 1,
+                    len: d.length,
+                });
+                descs.push(d);
+                bytes += d.length as u64;
+                cur = cur.wrapping_add(1);
+                continue;
+            }
             let start = cur;
             let first = descs.len();
             let mut frame_len = 0usize;
