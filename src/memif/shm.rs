@@ -410,6 +410,10 @@ pub struct RingRef {
     region: Arc<Region>,
     offset: usize,
     log2_size: u8,
+    /// `size - 1`, and where descriptor 0 starts in the region: computed
+    /// once, used on every descriptor access.
+    mask: u16,
+    descs: usize,
 }
 
 impl RingRef {
@@ -434,12 +438,20 @@ impl RingRef {
             region,
             offset: offset as usize,
             log2_size,
+            mask: (1u16 << log2_size) - 1,
+            descs: offset as usize + RING_HEADER_SIZE,
         })
     }
 
     /// Bytes a ring of `2^log2_size` descriptors occupies.
     pub fn bytes_for(log2_size: u8) -> usize {
         RING_HEADER_SIZE + DESC_SIZE * (1usize << log2_size)
+    }
+
+    /// Where descriptor `counter & mask` starts in the region.
+    #[inline(always)]
+    fn desc_offset(&self, counter: u16) -> usize {
+        self.descs + (counter & self.mask) as usize * DESC_SIZE
     }
 
     /// Number of descriptors.
@@ -537,8 +549,7 @@ impl RingRef {
     /// Copies descriptor `counter & mask` out of shared memory, once.
     #[inline]
     pub fn desc(&self, counter: u16) -> Desc {
-        let slot = (counter & (self.size() - 1)) as usize;
-        let offset = self.offset + RING_HEADER_SIZE + slot * DESC_SIZE;
+        let offset = self.desc_offset(counter);
         // SAFETY: `RingRef::new` checked that the whole descriptor array
         // (offset + header + size * DESC_SIZE) lies in the region and that
         // `self.offset` is 8-byte aligned (the header and DESC_SIZE are
@@ -563,24 +574,19 @@ impl RingRef {
     /// holds four): the peer wrote it last, so the first access misses.
     #[inline]
     pub fn prefetch_desc(&self, counter: u16) {
-        let slot = (counter & (self.size() - 1)) as usize;
-        self.region
-            .prefetch(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE);
+        self.region.prefetch(self.desc_offset(counter));
     }
 
     /// As [`RingRef::prefetch_desc`], for a descriptor we will write.
     #[inline]
     pub fn prefetch_desc_write(&self, counter: u16) {
-        let slot = (counter & (self.size() - 1)) as usize;
-        self.region
-            .prefetch_write(self.offset + RING_HEADER_SIZE + slot * DESC_SIZE);
+        self.region.prefetch_write(self.desc_offset(counter));
     }
 
     /// Writes descriptor `counter & mask`.
     #[inline]
     pub fn set_desc(&self, counter: u16, d: Desc) {
-        let slot = (counter & (self.size() - 1)) as usize;
-        let offset = self.offset + RING_HEADER_SIZE + slot * DESC_SIZE;
+        let offset = self.desc_offset(counter);
         let lo = d.flags as u64 | (d.region as u64) << 16 | (d.length as u64) << 32;
         // SAFETY: in bounds and 8-byte aligned for every slot, as in
         // [`RingRef::desc`] (checked once in `RingRef::new`; the region
