@@ -62,6 +62,20 @@ impl Daemon {
     /// uplinks, host routes and rules then live there). Its log goes to
     /// `dir/memifd.log`.
     pub fn start_in(memifd: &Path, dir: &Path, cpu: &str, netns: Option<&str>) -> Daemon {
+        Self::start_wrapped(memifd, dir, cpu, netns, &[], Duration::from_secs(60))
+    }
+
+    /// [`Daemon::start_in`] under the command `wrap` (valgrind and its
+    /// options: it must exec memifd in the same process), allowing `up`
+    /// for memifd to answer on its API.
+    pub fn start_wrapped(
+        memifd: &Path,
+        dir: &Path,
+        cpu: &str,
+        netns: Option<&str>,
+        wrap: &[String],
+        up: Duration,
+    ) -> Daemon {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("state dir");
         std::fs::write(dir.join("memifd.json"), "{}").expect("config");
@@ -74,6 +88,7 @@ impl Daemon {
             cmd.args(["ip", "netns", "exec", ns]);
         }
         let mut child = cmd
+            .args(wrap)
             .arg(memifd)
             .args(["--no-kubernetes", "--log", "warn", "--api-socket"])
             .arg(&api)
@@ -104,21 +119,49 @@ impl Daemon {
                     std::fs::read_to_string(dir.join("memifd.log")).unwrap_or_default()
                 );
             }
-            if t0.elapsed() > Duration::from_secs(60) {
+            if t0.elapsed() > up {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("memifd did not come up");
+                panic!("memifd did not come up within {up:?}");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let comm =
-            std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
-        assert_eq!(comm.trim(), "memifd", "the child's pid is not memifd's");
+        if wrap.is_empty() {
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+            assert_eq!(comm.trim(), "memifd", "the child's pid is not memifd's");
+        }
         Daemon { child, api }
     }
 
     pub fn client(&self) -> Client {
         Client::connect(&self.api, Duration::from_secs(30)).expect("connect")
+    }
+
+    /// memifd's pid (the wrapper's, which exec'ed it).
+    #[allow(dead_code)] // dp_instr's; dataplane_bench does not need it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (a clean stop deletes memifd's routes and rules; the TUN
+    /// goes with its fd), then SIGKILL if it has not exited `within`.
+    pub fn stop(&mut self, within: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output();
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// (utime, stime) in clock ticks.
@@ -138,20 +181,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // A clean stop deletes memifd's routes and rules; the TUN goes
-        // with its fd.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .output();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop(Duration::from_secs(5));
     }
 }
 

@@ -54,6 +54,9 @@
 //!     back, against the kernel's veth path (uplink.rs).
 //! (e) latency: the round trip of single frames through memifd (polling,
 //!     adaptive, interrupt) and through a testpmd middle box (rtt.rs).
+//! (f) instructions per forwarded frame under callgrind, memifd against
+//!     testpmd: measured by `examples/dp_instr.rs`, which the script runs
+//!     first; its rows come in with `--instr-table FILE`.
 //! `--only a,b,...` runs some measures; the last line sums up:
 //! `dataplane: a X.XX, instr memifd/testpmd Y.YY, rtt p50 memifd/testpmd
 //! Z.ZZ, uplink/veth W.WW` ("-" for what did not run).
@@ -98,6 +101,8 @@ struct Args {
     only: String,
     /// (d).
     uplink: uplink::Opts,
+    /// (f): the output of `dp_instr` (run before, by the script).
+    instr_table: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -115,6 +120,7 @@ fn args() -> Args {
         rtt_trips: 20000,
         only: String::new(),
         uplink: uplink::Opts::default(),
+        instr_table: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -133,6 +139,7 @@ fn args() -> Args {
             "--rtt-rounds" => a.rtt_rounds = val.parse().expect("--rtt-rounds N"),
             "--rtt-trips" => a.rtt_trips = val.parse().expect("--rtt-trips N"),
             "--only" => a.only = val,
+            "--instr-table" => a.instr_table = Some(val.into()),
             k if a.uplink.parse(k, &val) => {}
             other => panic!("unknown argument {other}"),
         }
@@ -714,9 +721,31 @@ fn main() {
     let latency = (want("e") && a.rtt_rounds > 0)
         .then(|| rtt::run(&a.memifd, &pod_ns, &dir, a.rtt_rounds, a.rtt_trips));
 
+    let mut ran = Vec::new();
+    if io.is_some() {
+        ran.push(format!("(a) {} alternated pairs", a.reps));
+    }
+    if both.is_some() {
+        ran.push(format!("(a') {}", a.both_reps));
+    }
+    if swap.is_some() {
+        ran.push(format!("(a'') {}", a.swap_reps));
+    }
+    if kernel.is_some() {
+        ran.push(format!("(b) median of {} runs", a.kernel_reps));
+    }
+    if host_path.is_some() {
+        ran.push(format!("(d) {} rounds", a.uplink.reps));
+    }
+    if latency.is_some() {
+        ran.push(format!(
+            "(e) {} rounds of {} round trips",
+            a.rtt_rounds, a.rtt_trips
+        ));
+    }
     println!(
-        "dataplane benchmark: 64-byte frames, 2 cores; (a) {} alternated pairs, (a') {}, (a'') {}, (b) median of {} runs, (e) {} rounds of {} round trips",
-        a.reps, a.both_reps, a.swap_reps, a.kernel_reps, a.rtt_rounds, a.rtt_trips
+        "dataplane benchmark: 64-byte frames, 2 cores; {}",
+        ran.join(", ")
     );
     println!("| measure | value | ratio | target |");
     println!("|---|---:|---:|---:|");
@@ -808,11 +837,24 @@ fn main() {
     if let Some(l) = &latency {
         rtt::print(l);
     }
+    // (f) instructions per packet, measured by `dp_instr` (see its
+    // header): its rows, and the ratio from its last line.
+    let instr = a.instr_table.as_ref().map(|p| {
+        let t = std::fs::read_to_string(p).expect("--instr-table FILE");
+        for l in t.lines().filter(|l| l.starts_with("| (f)")) {
+            println!("{l}");
+        }
+        t.lines()
+            .last()
+            .and_then(|l| l.strip_prefix("instr memifd/testpmd "))
+            .and_then(|x| x.trim().parse::<f64>().ok())
+            .expect("dp_instr's last line: instr memifd/testpmd X.XX")
+    });
     let fig = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
         "dataplane: a {}, instr memifd/testpmd {}, rtt p50 memifd/testpmd {}, uplink/veth {}",
         fig(bands.as_ref().and_then(|b| b.worst)),
-        fig(None),
+        fig(instr),
         fig(latency.as_ref().map(|l| l.p50_ratio)),
         fig(host_path.as_ref().map(uplink::HostPath::worst)),
     );

@@ -1,5 +1,6 @@
 //! Driving `dpdk-testpmd` (DPDK 22.11) with memif ports, interactively:
-//! used by `tests/dataplane.rs` and `examples/dataplane_bench.rs`.
+//! used by `tests/dataplane.rs`, `examples/dataplane_bench/` and
+//! `examples/dp_instr.rs` (under valgrind: [`Testpmd::start_wrapped`]).
 //!
 //! What this is built around (see also `tests/dpdk_interop.rs`):
 //! - interactive mode (`-i`), commands on stdin, stdout line-buffered with
@@ -47,6 +48,8 @@ pub struct Testpmd {
     prefix: String,
     pub label: String,
     prompts: usize,
+    /// How long a prompt (startup, a command) may take.
+    timeout: Duration,
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -65,6 +68,14 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 impl Testpmd {
     /// Starts testpmd and waits for its first prompt.
     pub fn start(o: TestpmdOpts<'_>) -> Testpmd {
+        Self::start_wrapped(o, &[], STARTUP)
+    }
+
+    /// Starts testpmd under the command `wrap` (e.g. valgrind and its
+    /// options; testpmd's own command line follows it, so the wrapper must
+    /// exec testpmd in the same process for [`Testpmd::pid`] to be
+    /// testpmd's), allowing `timeout` for its first prompt and each command.
+    pub fn start_wrapped(o: TestpmdOpts<'_>, wrap: &[String], timeout: Duration) -> Testpmd {
         let file = File::create(&o.out).expect("testpmd output file");
         let mut cmd = match o.netns {
             Some(ns) => {
@@ -75,7 +86,9 @@ impl Testpmd {
             None => Command::new("stdbuf"),
         };
         let (main, fwd) = o.lcores;
-        cmd.args(["-oL", "dpdk-testpmd", "-l", &format!("{main},{fwd}")])
+        cmd.arg("-oL")
+            .args(wrap)
+            .args(["dpdk-testpmd", "-l", &format!("{main},{fwd}")])
             .args(["--main-lcore", &main.to_string()])
             .args(["--no-huge", "-m", "1024", "--no-pci", "--file-prefix"])
             .arg(&o.prefix);
@@ -99,9 +112,16 @@ impl Testpmd {
             prefix: o.prefix,
             label: o.label.to_string(),
             prompts: 0,
+            timeout,
         };
         t.wait_prompt(1);
         t
+    }
+
+    /// The process id (`ip netns exec`, `stdbuf` and a wrapper that
+    /// execs keep it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn output(&self) -> String {
@@ -109,7 +129,7 @@ impl Testpmd {
     }
 
     fn wait_prompt(&mut self, n: usize) {
-        let deadline = Instant::now() + STARTUP;
+        let deadline = Instant::now() + self.timeout;
         loop {
             let text = self.output();
             if text.matches(PROMPT).count() >= n {
@@ -121,8 +141,9 @@ impl Testpmd {
             }
             assert!(
                 Instant::now() < deadline,
-                "testpmd {}: no prompt within {STARTUP:?}:\n{text}",
-                self.label
+                "testpmd {}: no prompt within {:?}:\n{text}",
+                self.label,
+                self.timeout
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -149,7 +170,7 @@ impl Testpmd {
 
     /// Polls `show port info P` until the link is up.
     pub fn wait_link_up(&mut self, port: u16) {
-        let deadline = Instant::now() + STARTUP;
+        let deadline = Instant::now() + self.timeout;
         loop {
             let info = self.cmd(&format!("show port info {port}"));
             if info.contains("Link status: up") {
