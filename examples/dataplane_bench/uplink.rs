@@ -40,7 +40,7 @@
 //! other work on the machine shows up there too). The last line is
 //! `uplink/veth W.WW`, the worse direction's ratio.
 //!
-//! Options (of `bench-dataplane.sh`): `--uplink-reps 3`, `--uplink-window 2`,
+//! Options (of `bench-dataplane.sh`): `--uplink-reps 5`, `--uplink-window 2`,
 //! `--uplink-warmup 0.5`, `--uplink-rx-mode adaptive|polling|interrupt`,
 //! `--uplink-only pod-host|host-pod|veth` (one path, no table: to profile).
 
@@ -96,7 +96,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Opts {
         Opts {
-            reps: 3,
+            reps: 5,
             window: 2.0,
             warmup: 0.5,
             rx_mode: RxMode::Adaptive,
