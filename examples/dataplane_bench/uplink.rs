@@ -55,12 +55,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use memif_cni::api::{AttachRequest, AttachmentKey, MemifSpec, RxMode};
-use memif_cni::mac::Mac;
+use memif_cni::ctl::peer::udp_frame_between;
 use memif_cni::memif::queue::PacketBuf;
 use memif_cni::memif::wire::Mode;
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
 use memif_cni::netns::NetnsGuard;
-use memif_cni::packet::{build, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, PROTO_UDP, UDP_HLEN};
 
 use crate::harness::{median, pin, sh, Daemon, Namespaces};
 
@@ -71,7 +70,8 @@ const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 198, 1, 2);
 /// The veth pair's ends, in namespaces A and B.
 const VETH_A: Ipv4Addr = Ipv4Addr::new(10, 198, 2, 1);
 const VETH_B: Ipv4Addr = Ipv4Addr::new(10, 198, 2, 2);
-/// Destination UDP port of every path (a bound socket that is never read).
+/// Destination UDP port of every path (a bound socket that is never read):
+/// 9, the port of `udp_frame_between`'s frames, which the pod sends.
 const SINK_PORT: u16 = 9;
 /// 14 + 20 + 8 + 22 = 64-byte frames.
 const PAYLOAD: usize = 22;
@@ -221,20 +221,10 @@ struct Pod {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
-/// A 64-byte ethernet frame: UDP from the pod to the host's address.
+/// A 64-byte ethernet frame: UDP from the pod to the host's address
+/// (port 9, [`SINK_PORT`]).
 fn pod_frame(seq: u32) -> Vec<u8> {
-    let mut f = vec![0u8; ETH_HLEN + IPV4_HLEN + UDP_HLEN + PAYLOAD];
-    build::eth_header_into(
-        &mut f,
-        Mac([0x02, 0, 0, 0, 0, 0x02]),
-        Mac([0x02, 0, 0, 0, 0, 0x01]),
-        ETHERTYPE_IPV4,
-    );
-    let ip = &mut f[ETH_HLEN..];
-    build::ipv4_header_into(ip, POD_IP, HOST_IP, PROTO_UDP, 64, UDP_HLEN + PAYLOAD);
-    build::udp_header_into(&mut ip[IPV4_HLEN..], 40000, SINK_PORT, PAYLOAD);
-    ip[IPV4_HLEN + UDP_HLEN..IPV4_HLEN + UDP_HLEN + 4].copy_from_slice(&seq.to_be_bytes());
-    f
+    udp_frame_between(Mode::Ethernet, 64, seq, POD_IP.octets(), HOST_IP.octets())
 }
 
 impl Pod {
