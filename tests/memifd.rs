@@ -1463,7 +1463,11 @@ fn hostile_clients_are_disconnected_others_keep_working() {
         .expect("a connects again");
     send_frames(&mut again, 0, 5, 64);
     wait_rx(&m, &a.key, 15);
-    assert_eq!(m.status().connected, 2);
+    // memifd marks a connection up in its API just after the worker took
+    // it, so its first frames may be counted a moment before.
+    wait_for("both pods show connected", WAIT, || {
+        (m.status().connected == 2).then_some(())
+    });
 }
 
 /// The plugin asks memifd for a pod's annotations: memifd reads the pod from
