@@ -5,12 +5,15 @@
 # decapsulation measured separately:
 #
 #   encap  pod on node 1 -> node 1 -> VXLAN on the underlay, counted as it
-#          arrives on node 2's underlay interface (where nothing listens)
+#          leaves node 1's underlay interface (the wire ends at the hub's
+#          port, which drops it: node 2's receive is decap's part)
 #          memifd: `memifctl peer` (memif slave, tx) in pod A -> memifd on
 #                  node 1 (worker: lookup, VXLAN header, sendmmsg)
 #          kernel: a UDP socket in pod A' (examples/udp_blast.rs) -> its veth
 #                  -> node 1 (RPS, routing, vxlan0)
-#   decap  VXLAN frames from node 1's underlay (trafgen) -> node 2 -> pod,
+#   decap  VXLAN packets from the underlay (examples/udp_blast in the hub,
+#          sending 64 at a time as UDP GSO, cut into packets before the
+#          bridge's port to node 2: a cheap generator) -> node 2 -> pod,
 #          counted as delivered to the pod
 #          memifd: memifd on node 2 (recvmmsg, checks, decap) -> pod B's memif
 #                  (`memifctl peer` rx, which counts)
@@ -19,7 +22,9 @@
 # Placement (2 cores): the generator runs on CPU 0; the node being measured
 # on CPU 1: memifd pinned there, the kernel's receive work steered there
 # with RPS on the interface the packets enter the node by (for memifd's
-# socket path too: its kernel half is part of its cost). The pod's memif
+# socket path too: its kernel half is part of its cost). The wire (the
+# bridge in decap, the hub's port in encap) is steered to CPU 0 by RPS: on
+# real hosts it costs the nodes nothing. The pod's memif
 # sink in memifd's decap shares CPU 0 with the generator (the kernel's sink
 # is the pod's stack, which drops the packets at a closed port).
 # The kernel's vxlan devices use port 4790 so they do not collide with
@@ -33,12 +38,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-[ "$(id -u)" -eq 0 ] || { echo "bench-crossnode: run as root (namespaces, trafgen)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "bench-crossnode: run as root (namespaces)" >&2; exit 1; }
 # shellcheck source=lib/pkgs.sh
 . e2e/lib/pkgs.sh
 # shellcheck source=lib/progress.sh
 . e2e/lib/progress.sh
-pkgs_install bench-crossnode iproute2 netsniff-ng python3 util-linux
+pkgs_install bench-crossnode iproute2 python3 util-linux ethtool
 [ "$(nproc)" -ge 2 ] || { echo "bench-crossnode: needs 2 CPUs" >&2; exit 1; }
 # --no-build: use the release binaries as they are (repeated runs).
 [ "${1:-}" = --no-build ] ||
@@ -80,6 +85,20 @@ for i in 1 2; do
   ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
     net.ipv4.conf.default.rp_filter=0
 done
+# The underlay interfaces as NICs are. Node 1's takes no UDP segmentation
+# offload (tx-udp-segmentation off): a GSO datagram memifd sends is cut
+# into its VXLAN packets by the kernel just before the device, on the
+# sending CPU, as for a NIC without USO (a veth would carry it whole,
+# which costs nothing and would count as one packet). Node 2's does GRO
+# (a NIC's driver does it in its poll; a veth only when asked, and only
+# for frames from a peer without TSO), for both paths alike. The hub,
+# where decap's generator sends from, cuts its GSO datagrams on the
+# bridge's port to node 2.
+ip netns exec "$n1" ethtool -K under0 tx-udp-segmentation off
+ip netns exec "$n2" ethtool -K under0 gro on
+ip netns exec "$hub" ethtool -K "$t-h2" tso off tx-udp-segmentation off
+ip -n "$hub" addr add 198.18.200.3/24 dev br0
+
 # The kernel's pods: a veth to their node each.
 veth_pod() { # pod node pod-address
   local pod=$1 node=$2 addr=$3 a=$t-v$RANDOM
@@ -154,12 +173,12 @@ done
 ctl 1 show remote | grep -q 198.18.0.2 || { echo "bench-crossnode: node 1 never learned pod B" >&2; ctl 1 show remote >&2; exit 1; }
 
 # --- frames ------------------------------------------------------------------
-# trafgen configurations: a 64-byte IP packet 198.x.0.1 -> 198.x.0.2 (UDP
-# 9 -> 9) inside VXLAN from node 1's underlay, for each VXLAN port.
-python3 - "$work" "$(mac "$n1" under0)" "$(mac "$n2" under0)" "$vni" <<'PY'
+# The generator's UDP payloads: a VXLAN header and a 64-byte IP packet
+# 198.x.0.1 -> 198.x.0.2 (UDP 9 -> 9), for memifd's network (x = 18) and
+# the kernel's (x = 19).
+python3 - "$work" "$vni" <<'PY'
 import struct, sys
-w, u1, u2, vni = sys.argv[1:]
-def mac(s): return bytes(int(x, 16) for x in s.split(":"))
+w, vni = sys.argv[1:]
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     while s >> 16: s = (s & 0xffff) + (s >> 16)
@@ -171,16 +190,12 @@ def ipv4(src, dst, proto, payload):
 def udp(sport, dport, body): return struct.pack("!HHHH", sport, dport, 8 + len(body), 0) + body
 def inner(net):  # 64 bytes of IP
     return ipv4([198, net, 0, 1], [198, net, 0, 2], 17, udp(9, 9, bytes(64 - 28)))
-def vxlan(port, net):
+def vxlan(net):
     eth = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]) + b"\x08\x00"
-    body = struct.pack("!BBHI", 0x08, 0, 0, int(vni) << 8) + eth + inner(net)
-    return mac(u2) + mac(u1) + b"\x08\x00" + ipv4([198, 18, 200, 1], [198, 18, 200, 2], 17,
-                                                  udp(49152, port, body))
-def cfg(name, frame):
-    with open("%s/%s.cfg" % (w, name), "w") as f:
-        f.write("{ " + ", ".join("0x%02x" % b for b in frame) + " }\n")
-cfg("vxlan-memifd", vxlan(4789, 18))
-cfg("vxlan-kernel", vxlan(4790, 19))
+    return struct.pack("!BBHI", 0x08, 0, 0, int(vni) << 8) + eth + inner(net)
+for name, net in (("vxlan-memifd", 18), ("vxlan-kernel", 19)):
+    with open("%s/%s.bin" % (w, name), "wb") as f:
+        f.write(vxlan(net))
 PY
 
 # --- measuring ---------------------------------------------------------------
@@ -192,20 +207,30 @@ now() { date +%s.%N; }
 rps() { # ns dev cpumask
   ip netns exec "$1" sh -c "echo $3 > /sys/class/net/$2/queues/rx-0/rps_cpus"
 }
-trafgen_on() { # ns dev cfg -> pid
-  # Its own process group (setsid): trafgen forks a sender per CPU, and
-  # stop() ends the whole group.
-  taskset -c 0 setsid ip netns exec "$1" trafgen --dev "$2" --conf "$work/$3.cfg" --cpus 1 --no-sock-mem --notouch-irq \
-    --no-cpu-stats \
-    >"$work/trafgen-$3.log" 2>&1 &
+# The decap generator: VXLAN packets from the hub to node 2's port PORT,
+# for SECONDS, on CPU 0. Prints its pid.
+vxlan_gen() { # payload port seconds
+  taskset -c 0 "$bin/examples/udp_blast" --netns "/run/netns/$hub" --from 198.18.200.3:49152 \
+    --to "198.18.200.2:$2" --payload "$work/$1.bin" --gso --seconds "$3" \
+    >"$work/gen-$1.json" 2>"$work/gen-$1.log" &
   echo $! | tee -a "$work/generators"
 }
-# Stops a generator; fails, with its log, if it had died on its own.
-stop() { # pid cfg
-  kill -- "-$1" 2>/dev/null || { echo "bench-crossnode: trafgen ($2) died:" >&2; cat "$work/trafgen-$2.log" >&2; exit 1; }
-  local i
-  for i in $(seq 50); do kill -0 -- "-$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 -- "-$1" 2>/dev/null || true
+# Waits for a generator (started in a command substitution, so not this
+# shell's child); fails, with its log, if it sent nothing.
+gen_done() { # pid payload
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+  grep -q '"sent": [1-9]' "$work/gen-$2.json" 2>/dev/null ||
+    { echo "bench-crossnode: generator ($2) failed:" >&2; cat "$work/gen-$2.log" "$work/gen-$2.json" >&2; exit 1; }
+}
+# Node N's UDP datagrams taken by sockets (a GRO datagram counts once) and
+# dropped for a full receive buffer; the host's backlog drops.
+udp_stats() { # ns
+  ip netns exec "$1" awk '/^Udp:/ { if (h) { printf "%s/%s/%s ", $2, $4, $6 } h = 1 } /^Ip:/ { if (i) printf "ip-in %s discards %s ", $4, $9; i = 1 }' /proc/net/snmp
+}
+softnet_drops() {
+  local s=0 _a b _r
+  while read -r _a b _r; do s=$((s + 0x$b)); done </proc/net/softnet_stat
+  echo "$s"
 }
 hz=$(getconf CLK_TCK)
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # a process's user + system ticks
@@ -248,20 +273,24 @@ echo "bench-crossnode: $rounds rounds of ${secs}s windows, 64-byte IP packets" >
 long=$((secs + 3))
 for r in $(seq "$rounds"); do
   # memifd: what it takes off the underlay and decapsulates for pod B,
-  # then what pod B's sink (sharing CPU 0 with trafgen) receives of it.
+  # then what pod B's sink (sharing CPU 0 with the generator) receives of it.
   sink=$(peer "$pb" rx "$((long + secs + 1))")
   sleep 0.5
-  g=$(trafgen_on "$n1" under0 vxlan-memifd)
+  g=$(vxlan_gen vxlan-memifd 4789 $((3 * (secs + 1) + 1)))
+  udp0=$(udp_stats "$n2"); sn0=$(softnet_drops)
   read -r m mc < <(window "$memifd2" underlay_rx 2)
+  udp1=$(udp_stats "$n2"); sn1=$(softnet_drops)
+  # Where packets are lost on node 2, if they are (expected: nowhere).
+  echo "bench-crossnode: decap: node 2 snmp (Ip InReceives, InDiscards; Udp InDatagrams/InErrors/RcvbufErrors) $udp0-> $udp1; backlog drops $((sn1 - sn0)); pod B $(ctl 2 list --json --network xb-net | python3 -c 'import json,sys; print([a["stats"]["drops"] for a in json.load(sys.stdin)])')" >&2
   read -r got _ < <(window - att_counter 2 xb-net tx)
-  read -r off _ < <(window - counter "$n1" under0 tx)
-  stop "$g" vxlan-memifd
+  read -r off _ < <(window - counter "$hub" "$t-h2" tx)
+  gen_done "$g" vxlan-memifd
   wait "$sink" 2>/dev/null || true
   add decap-memifd "$m"; add decap-cpu "$mc"; add decap-offered "$off"; add decap-delivered "$got"
   # kernel: delivered to pod B''s veth.
-  g=$(trafgen_on "$n1" under0 vxlan-kernel)
+  g=$(vxlan_gen vxlan-kernel 4790 $((secs + 2)))
   read -r k _ < <(window - counter "$kb" eth0 rx)
-  stop "$g" vxlan-kernel
+  gen_done "$g" vxlan-kernel
   add decap-kernel "$k"
   # Same node, for reference: what memifd on node 1 takes from pod LA
   # and routes to pod LB (which has no client, so it drops there: a third
@@ -273,19 +302,24 @@ for r in $(seq "$rounds"); do
   echo "bench-crossnode: decap round $r: memifd $m (${mc} ns/packet, $got delivered), kernel $k Mpps (offered $off); same node $l" >&2
 done
 
-# Encapsulation: node 2 only counts what arrives.
+# Encapsulation: what node 1 puts on its underlay. The hub's port to it
+# leaves the bridge, so that frames for node 2's MAC go no further than
+# the port's receive (on CPU 0), and node 1 knows node 2's MAC for good.
 kill "$memifd2"; wait "$memifd2" 2>/dev/null || true
 ip -n "$n2" link set vxlan0 down
+ip -n "$n1" neigh replace 198.18.200.2 lladdr "$(mac "$n2" under0)" dev under0 nud permanent
+ip -n "$hub" link set "$t-h1" nomaster
 rps "$n1" "k-$ka" 2
+rps "$hub" "$t-h1" 1
 for r in $(seq "$rounds"); do
   gen=$(peer "$pa" tx "$long")
-  read -r m mc < <(window "$memifd1" counter "$n2" under0 rx)
+  read -r m mc < <(window "$memifd1" counter "$n1" under0 tx)
   wait "$gen" 2>/dev/null || true
   add encap-memifd "$m"; add encap-cpu "$mc"
   taskset -c 0 "$bin/examples/udp_blast" --netns "/run/netns/$ka" --to 198.19.0.2:9 \
     --ip-size 64 --seconds $((secs + 2)) >"$work/blast.json" 2>"$work/blast.log" &
   gen=$!
-  read -r k _ < <(window - counter "$n2" under0 rx)
+  read -r k _ < <(window - counter "$n1" under0 tx)
   wait "$gen" || { cat "$work/blast.log" >&2; exit 1; }
   add encap-kernel "$k"
   echo "bench-crossnode: encap round $r: memifd $m (${mc} ns/packet), kernel $k Mpps" >&2
@@ -308,8 +342,10 @@ printf '%-10s %12s %14s %7s %20s   %s\n' path "memifd Mpps" "kernel vxlan" ratio
 printf '%-10s %12s %14s %7s %20s   %s | %s\n' encap "$em" "$ek" "$er" "$(med encap-cpu)" "${res[encap-memifd]# }" "${res[encap-kernel]# }"
 printf '%-10s %12s %14s %7s %20s   %s | %s\n' decap "$dm" "$dk" "$dr" "$(med decap-cpu)" "${res[decap-memifd]# }" "${res[decap-kernel]# }"
 printf '%-10s %12s %14s %7s %20s   %s\n' same-node "$(med local)" - - "$(med local-cpu)" "${res[local]# }"
+echo "encap: VXLAN packets leaving node 1's underlay interface (memifd: UDP GSO, cut in software before it)."
 echo "decap: memifd's rate is what it took off the underlay and decapsulated; pod B's sink, on CPU 0"
-echo "with the generator, received $(med decap-delivered) Mpps of it. Offered by trafgen: $(med decap-offered) Mpps."
+echo "with the generator and the wire's receive work, received $(med decap-delivered) Mpps of it (the rest found its"
+echo "ring full: tx-ring-full). Offered by the generator: $(med decap-offered) Mpps; node 2 does GRO on its underlay."
 echo "same-node: memifd taking 64-byte packets from a pod and routing them to a local pod (no client there)."
 echo "memifd warnings logged: $errs"
 echo "(CPU ns/pkt: memifd's own user + system time; the kernel's receive work steered by RPS is not in it)"
