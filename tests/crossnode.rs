@@ -622,6 +622,8 @@ fn kube_api_tables_follow_attach_detach_restart_and_node_deletion() {
     c.node_mut(3).memifd.restart();
     c.node(1).wait_no_remote(net, v4(t, 33));
     c.node(1).wait_remote(net, v4(t, 3));
+    // The replies need node 3 to have listed node 1's object again.
+    c.node(3).wait_remote(net, v4(t, 1));
     {
         let _rc = responder(c.node(3), &c3, &[v4(t, 3)]);
         assert_pings(&a, v4(t, 1), v4(t, 3), &c);
