@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use memif_cni::memif::shm::Desc;
-use memif_cni::memif::{PacketBuf, Pushed, RxFrame, SlaveConfig};
+use memif_cni::memif::{PacketBuf, Pushed, SlaveConfig};
 
 fn small(id: u32, buffer_size: u32) -> SlaveConfig {
     SlaveConfig {
@@ -29,25 +29,26 @@ fn peek_holds_buffers_until_release_and_push_chains_into_posted_buffers() {
     let sent = frames(7, lens.len(), &lens);
     assert_eq!(s1.tx[0].tx_burst(&sent).unwrap(), lens.len());
 
-    let mut descs: Vec<Desc> = Vec::with_capacity(64);
-    let mut fr: Vec<RxFrame> = Vec::with_capacity(64);
-    let n = m1.rx[0].peek(64, &mut descs, &mut fr).unwrap();
-    assert_eq!(n, lens.len());
-    let counts: Vec<u32> = fr.iter().map(|f| f.count).collect();
+    let mut descs = vec![Desc::default(); 64];
+    let fr = m1.rx[0].peek(64, &mut descs).unwrap();
+    assert_eq!(fr.len(), lens.len());
+    let counts: Vec<usize> = fr.clone().map(|f| f.descs.len()).collect();
     assert_eq!(counts, [1, 1, 2, 3, 1], "chains as the slave wrote them");
-    let got_lens: Vec<usize> = fr.iter().map(|f| f.len as usize).collect();
+    let got_lens: Vec<usize> = fr.map(|f| f.len).collect();
     assert_eq!(got_lens, lens);
+    assert_eq!(m1.rx[0].peeked_bytes(), lens.iter().sum::<usize>() as u64);
     // Not consumed yet: the slave cannot reuse those buffers.
     assert_eq!(s1.tx[0].free().unwrap(), 64 - 8);
     // A second peek without release sees the same frames.
-    assert_eq!(m1.rx[0].peek(64, &mut descs, &mut fr).unwrap(), n);
+    let fr = m1.rx[0].peek(64, &mut descs).unwrap();
+    assert_eq!(fr.len(), lens.len());
 
     // Copy each frame region to region into slave 2's posted buffers.
     let regions = m1.rx[0].regions().clone();
-    for f in &fr {
-        let d = &descs[f.first as usize..(f.first + f.count) as usize];
+    for f in fr {
+        let d = f.descs;
         let r = m2.tx[0]
-            .push(f.len as usize, |dst, off, at, k| {
+            .push(f.len, |dst, off, at, k| {
                 // Source chunk that holds frame byte `at` (chunks never
                 // straddle here: the destination's 256-byte buffers divide
                 // the source's 2048-byte ones).
@@ -95,7 +96,35 @@ fn peek_holds_buffers_until_release_and_push_chains_into_posted_buffers() {
     }
     // 64 buffers of 256 bytes, 4 per frame.
     assert_eq!(queued, 16);
-    m2.tx[0].flush();
+    // Frames, not descriptors, are counted.
+    assert_eq!(m2.tx[0].flush(), (16, 16 * 1000));
     s1.disconnect("done");
     s2.disconnect("done");
+}
+
+#[test]
+fn peek_returns_the_whole_frames_its_descriptor_space_holds() {
+    let srv = TestServer::with_ids("fwdq-room", &[1]);
+    let mut s1 = connect_slave(&srv.addr, &small(1, 256)).expect("slave 1");
+    let mut m1 = srv.connected();
+    // One buffer, a chain of 3, one buffer.
+    let lens = [100usize, 700, 50];
+    let sent = frames(3, lens.len(), &lens);
+    assert_eq!(s1.tx[0].tx_burst(&sent).unwrap(), lens.len());
+
+    // Room for 3 descriptors: the first frame, not the chain after it.
+    let mut descs = vec![Desc::default(); 3];
+    let fr = m1.rx[0].peek(64, &mut descs).unwrap();
+    assert_eq!(fr.map(|f| f.len).collect::<Vec<_>>(), [100]);
+    assert_eq!(m1.rx[0].peeked_bytes(), 100);
+    m1.rx[0].release();
+    // Room for 4: the chain and the frame after it.
+    let mut descs = vec![Desc::default(); 4];
+    let fr = m1.rx[0].peek(64, &mut descs).unwrap();
+    assert_eq!(fr.descs().len(), 4);
+    assert_eq!(fr.map(|f| f.len).collect::<Vec<_>>(), [700, 50]);
+    m1.rx[0].release();
+    assert_eq!(m1.rx[0].stats().packets, 3);
+    assert_eq!(m1.rx[0].stats().bytes, 850);
+    s1.disconnect("done");
 }

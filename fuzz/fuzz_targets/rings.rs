@@ -528,31 +528,47 @@ impl Harness {
     fn peek(&mut self, max: usize, release: bool) {
         let before = snapshot(self.s);
         let bad = self.bad();
-        let (mut descs, mut frames) = (Vec::new(), Vec::new());
-        let r = self.c.rx[0].peek(max, &mut descs, &mut frames);
+        // Room for a chain as long as the ring.
+        let mut descs = vec![Desc::default(); 1 << self.log2[0]];
+        let r = self.c.rx[0].peek(max, &mut descs);
         self.counted(bad, r.is_err(), "peek");
-        let Ok(n) = r else {
+        let Ok(frames) = r else {
             check_writes(self.s, &before, rx_allowed(), "peek");
             return;
         };
-        assert_eq!(n, frames.len());
+        let n = frames.len();
+        let all = frames.descs();
         assert!(n <= max);
         let (want, end) = self.expected_rx(&before, n);
-        let mut next = 0u32;
-        for (f, w) in frames.iter().zip(&want) {
-            assert_eq!(f.first, next, "peek: frames are contiguous");
-            assert!(f.count >= 1);
-            let ds = &descs[f.first as usize..(f.first + f.count) as usize];
-            let bytes: Vec<u8> = ds
+        let mut next = 0usize;
+        let mut count = 0usize;
+        let mut total = 0u64;
+        for (f, w) in frames.zip(&want) {
+            assert!(
+                std::ptr::eq(f.descs.as_ptr(), all[next..].as_ptr()),
+                "peek: frames are contiguous"
+            );
+            let (last, chain) = f.descs.split_last().expect("a frame has a descriptor");
+            assert!(chain.iter().all(|d| d.flags & DESC_FLAG_NEXT != 0));
+            assert!(
+                last.flags & DESC_FLAG_NEXT == 0,
+                "peek: a frame ends its chain"
+            );
+            let bytes: Vec<u8> = f
+                .descs
                 .iter()
                 .flat_map(|d| bytes_of(&before, d))
                 .copied()
                 .collect();
-            assert_eq!(f.len as usize, bytes.len());
+            assert_eq!(f.len, bytes.len());
             same_bytes(&bytes, w, "peek");
-            next += f.count;
+            next += f.descs.len();
+            count += 1;
+            total += f.len as u64;
         }
-        assert_eq!(next as usize, descs.len());
+        assert_eq!(count, n, "peek: as many frames as it said");
+        assert_eq!(next, all.len());
+        assert_eq!(self.c.rx[0].peeked_bytes(), total);
         if release {
             self.c.rx[0].release();
             if n > 0 {

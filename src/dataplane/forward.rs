@@ -14,7 +14,6 @@ use super::table::{Network, Remote};
 use super::underlay::Underlay;
 use super::BURST;
 use crate::mac::Mac;
-use crate::memif::queue::RxFrame;
 use crate::memif::shm::{Desc, Region};
 use crate::memif::wire::Mode;
 use crate::packet::decide::{self, IpClass};
@@ -41,8 +40,8 @@ pub(super) struct Plane {
 
 /// Buffers reused for every burst, allocated once.
 pub(super) struct Scratch {
-    pub(super) descs: Vec<Desc>,
-    pub(super) frames: Vec<RxFrame>,
+    /// A burst's descriptor copies (as many as the largest ring holds).
+    pub(super) descs: Box<[Desc]>,
     /// The first bytes of a frame, copied out to decide.
     pub(super) head: [u8; PEEK],
     /// A whole packet: to or from the uplink.

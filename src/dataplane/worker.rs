@@ -20,7 +20,7 @@ use super::{Attached, Cmd, OnBadPeer, PortConfig, RemoteSet, ADAPTIVE_IDLE_POLLS
 use crate::api::RxMode;
 use crate::ids::AttachmentId;
 use crate::mac::Mac;
-use crate::memif::shm::{Region, MAX_LOG2_RING_SIZE};
+use crate::memif::shm::{Desc, Region, MAX_LOG2_RING_SIZE};
 use crate::packet::{key_of, PEEK};
 
 pub(super) struct Worker {
@@ -60,8 +60,7 @@ impl Worker {
             },
             scratch: Scratch {
                 // A peek never holds more descriptors than the ring.
-                descs: Vec::with_capacity(1 << MAX_LOG2_RING_SIZE),
-                frames: Vec::with_capacity(BURST),
+                descs: vec![Desc::default(); 1 << MAX_LOG2_RING_SIZE].into_boxed_slice(),
                 head: [0; PEEK],
                 packet: vec![0u8; 1 << 16].into_boxed_slice(),
                 answer: [0; 128],
@@ -502,7 +501,6 @@ impl Worker {
         let mut result = Ok(());
         let Scratch {
             descs,
-            frames,
             head,
             packet,
             answer,
@@ -513,13 +511,14 @@ impl Worker {
             answer,
         };
         for (qi, q) in rxqs.iter_mut().enumerate() {
-            let n = match q.peek(BURST, descs, frames) {
-                Ok(n) => n,
+            let frames = match q.peek(BURST, descs) {
+                Ok(f) => f,
                 Err(e) => {
                     result = Err(Leave::BadPeer(format!("bad descriptor: {e}")));
                     break;
                 }
             };
+            let n = frames.len();
             if n == 0 {
                 continue;
             }
@@ -534,23 +533,19 @@ impl Worker {
                 }
             }
             let regions: &[Arc<Region>] = q.regions();
-            let mut bytes = 0u64;
             let mut ctx = self.plane.src_ctx(slot);
-            for f in frames.iter() {
-                bytes += f.len as u64;
-                let len = f.len as usize;
-                if f.count == 1
-                    && self
-                        .plane
-                        .forward_lanes(&ctx, qi, regions, descs[f.first as usize], len)
-                {
-                    continue;
+            for f in frames {
+                if let [d] = f.descs {
+                    if self.plane.forward_lanes(&ctx, qi, regions, *d, f.len) {
+                        continue;
+                    }
                 }
-                let d = &descs[f.first as usize..(f.first + f.count) as usize];
-                self.plane.forward(&mut refs, slot, qi, regions, d, len);
+                self.plane
+                    .forward(&mut refs, slot, qi, regions, f.descs, f.len);
                 // It may have learned the pod's MAC.
                 ctx = self.plane.src_ctx(slot);
             }
+            let bytes = q.peeked_bytes();
             q.release();
             let hop = self.plane.dirty_tx.first().copied();
             let p = self.plane.port(slot);

@@ -18,8 +18,8 @@ pub mod wire;
 
 pub use master::{InterfaceConfig, Limits, MasterConnection};
 pub use queue::{
-    ConnState, MasterRx, MasterTx, PacketBuf, Pushed, QueueStats, RingError, RxFrame, SlaveRx,
-    SlaveTx,
+    ConnState, MasterRx, MasterTx, PacketBuf, Pushed, QueueStats, RingError, RxFrame, RxFrames,
+    SlaveRx, SlaveTx,
 };
 pub use server::{ServerConfig, ServerEvent, ServerHandle};
 pub use slave::{SlaveConfig, SlaveConnection, SlaveError};

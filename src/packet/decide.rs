@@ -115,14 +115,16 @@ fn dst_in_lanes<const ETHERNET: bool>(l: &[u128; 4], len: usize) -> Option<IpKey
     let ethernet = ETHERNET;
     let ip = if ethernet { ETH_HLEN } else { 0 };
     let first = window(l, ip) as u8;
-    let class = match first >> 4 {
-        4 if len >= ip + 20 && first & 0x0f >= 5 => {
+    // The first byte: version 4 with a header of at least 5 words (IHL),
+    // the common case and one range compare, or version 6.
+    let class = match first {
+        0x45..=0x4f if len >= ip + 20 => {
             if ethernet && (window(l, 12) as u16).swap_bytes() != ETHERTYPE_IPV4 {
                 return None;
             }
             dst_v4((window(l, ip + 16) as u32).swap_bytes())
         }
-        6 if len >= ip + 40 => {
+        0x60..=0x6f if len >= ip + 40 => {
             if ethernet
                 && ((window(l, 12) as u16).swap_bytes() != ETHERTYPE_IPV6
                     || (window(l, ip + 6) as u8) == PROTO_ICMPV6)

@@ -3,14 +3,67 @@
 
 use super::*;
 
-/// A frame found by [`MasterRx::peek`]: descriptors `first..first + count`
-/// of the caller's descriptor list, `len` bytes in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RxFrame {
-    pub first: u32,
-    pub count: u32,
-    pub len: u32,
+/// One frame of a [`MasterRx::peek`]: its descriptors (validated copies;
+/// every one but the last has [`DESC_FLAG_NEXT`]) and its length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFrame<'a> {
+    pub descs: &'a [Desc],
+    pub len: usize,
 }
+
+/// The frames a [`MasterRx::peek`] found, in ring order: its descriptor
+/// copies, split where a chain ends. Only `peek` makes one, so every
+/// chain in it is whole and validated.
+#[derive(Debug, Clone)]
+pub struct RxFrames<'a> {
+    descs: &'a [Desc],
+    frames: usize,
+}
+
+impl<'a> RxFrames<'a> {
+    /// The descriptors of the frames not iterated yet.
+    pub fn descs(&self) -> &'a [Desc] {
+        self.descs
+    }
+}
+
+impl<'a> Iterator for RxFrames<'a> {
+    type Item = RxFrame<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RxFrame<'a>> {
+        let (d, rest) = self.descs.split_first()?;
+        self.frames -= 1;
+        if d.flags & DESC_FLAG_NEXT == 0 {
+            // One buffer, the common case: no chain to walk.
+            let (one, rest) = self.descs.split_at(1);
+            self.descs = rest;
+            return Some(RxFrame {
+                descs: one,
+                len: d.length as usize,
+            });
+        }
+        // `peek` keeps only whole chains: this one is `d` and `rest` up to
+        // (and with) its first descriptor without NEXT.
+        let n = rest
+            .iter()
+            .position(|d| d.flags & DESC_FLAG_NEXT == 0)
+            .map_or(self.descs.len(), |i| i + 2);
+        let (chain, rest) = self.descs.split_at(n);
+        self.descs = rest;
+        Some(RxFrame {
+            descs: chain,
+            len: chain.iter().map(|d| d.length as usize).sum(),
+        })
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.frames, Some(self.frames))
+    }
+}
+
+impl ExactSizeIterator for RxFrames<'_> {}
 
 /// Master receive: consumes the S2M ring.
 #[derive(Debug)]
@@ -50,100 +103,110 @@ impl MasterRx {
     }
 
     /// Reads up to `max` whole frames without consuming them: each
-    /// descriptor is copied once, validated (region, bounds, length, frame
-    /// limit) and appended to `descs`; each frame to `frames` (both are
-    /// cleared first; reserve their capacity once so this never allocates:
-    /// at most the ring size of descriptors). The buffers stay the slave's
-    /// untouchable property until [`MasterRx::release`] hands them back,
-    /// so forwarding copies straight from them, region to region. The
-    /// first line of each one-buffer frame is prefetched on the way.
-    pub fn peek(
+    /// descriptor is copied once into `descs`, and validated (region,
+    /// bounds, length, frame limit); the frames are returned as runs of
+    /// those copies. `descs` should hold the ring's size of descriptors (a
+    /// chain may be that long): when it is full, the frames that fit are
+    /// returned. The buffers stay the slave's untouchable property until
+    /// [`MasterRx::release`] hands them back, so forwarding copies
+    /// straight from them, region to region. The first line of each
+    /// one-buffer frame is prefetched on the way.
+    pub fn peek<'d>(
         &mut self,
         max: usize,
-        descs: &mut Vec<Desc>,
-        frames: &mut Vec<RxFrame>,
-    ) -> Result<usize, RingError> {
-        descs.clear();
-        frames.clear();
+        descs: &'d mut [Desc],
+    ) -> Result<RxFrames<'d>, RingError> {
         if self.peeked != self.core.ours {
             // Peeked twice without a release: start over.
             self.peeked = self.core.ours;
         }
         let avail = self.pending()?;
         let c = &self.core;
-        let mut cur = c.ours;
-        let end = c.ours.wrapping_add(avail);
+        let ours = c.ours;
         // The slave wrote these descriptors: start fetching their lines
         // (four per line) before reading them one by one.
         let mut k = 0u16;
         while k < avail.min(max as u16) {
-            c.ring.prefetch_desc(cur.wrapping_add(k));
+            c.ring.prefetch_desc(ours.wrapping_add(k));
             k += 4;
         }
+        // Descriptor `ours + i` is copied to `room[i]`: one index for both,
+        // bounded once by what the slave published and what `descs` holds.
+        let fits = (avail as usize).min(descs.len());
+        let room = &mut descs[..fits];
+        let mut n = 0usize;
+        let mut frames = 0usize;
         let mut bytes = 0u64;
-        while frames.len() < max && cur != end {
-            let d = c.ring.desc(cur);
+        'frames: while frames < max && n < room.len() {
+            let slot = ours.wrapping_add(n as u16);
+            let d = c.ring.desc(slot);
             if d.flags & DESC_FLAG_NEXT == 0 {
                 // A frame in one buffer, the common case: no chain to
                 // follow. Start fetching its first bytes (the slave's core
                 // wrote them) while the rest of the burst is read.
-                match c.region_for(cur, &d) {
-                    Ok(r) => r.prefetch(d.offset as usize),
-                    Err(e) => return Err(c.fail(e)),
-                }
-                if d.length as usize > c.max_frame {
-                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
-                }
-                frames.push(RxFrame {
-                    first: descs.len() as u32,
-                    count: 1,
-                    len: d.length,
-                });
-                descs.push(d);
+                Self::check(c, slot, &d, 0)?.prefetch(d.offset as usize);
+                room[n] = d;
+                n += 1;
+                frames += 1;
                 bytes += d.length as u64;
-                cur = cur.wrapping_add(1);
                 continue;
             }
-            let start = cur;
-            let first = descs.len();
+            let first = n;
             let mut frame_len = 0usize;
-            let mut complete = false;
-            while cur != end {
-                let d = c.ring.desc(cur);
-                if let Err(e) = c.region_for(cur, &d) {
-                    return Err(c.fail(e));
-                }
+            loop {
+                let Some(to) = room.get_mut(n) else {
+                    // The producer has not published the rest of the chain
+                    // (or `descs` cannot hold it).
+                    if n == avail as usize && n - first >= c.ring.size() as usize {
+                        return Err(c.fail(RingError::ChainTooLong));
+                    }
+                    n = first;
+                    break 'frames;
+                };
+                let slot = ours.wrapping_add(n as u16);
+                let d = c.ring.desc(slot);
+                Self::check(c, slot, &d, frame_len)?;
+                *to = d;
+                n += 1;
                 frame_len += d.length as usize;
-                if frame_len > c.max_frame {
-                    return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
-                }
-                descs.push(d);
-                cur = cur.wrapping_add(1);
                 if d.flags & DESC_FLAG_NEXT == 0 {
-                    complete = true;
                     break;
                 }
             }
-            if !complete {
-                // The producer has not published the rest of the chain.
-                if cur.wrapping_sub(start) >= c.ring.size() {
-                    return Err(c.fail(RingError::ChainTooLong));
-                }
-                descs.truncate(first);
-                cur = start;
-                break;
-            }
-            frames.push(RxFrame {
-                first: first as u32,
-                count: (descs.len() - first) as u32,
-                len: frame_len as u32,
-            });
+            frames += 1;
             bytes += frame_len as u64;
         }
-        self.peeked = cur;
-        self.peeked_frames = frames.len() as u64;
+        self.peeked = ours.wrapping_add(n as u16);
+        self.peeked_frames = frames as u64;
         self.peeked_bytes = bytes;
-        Ok(frames.len())
+        Ok(RxFrames {
+            descs: &room[..n],
+            frames,
+        })
+    }
+
+    /// Validates descriptor `d` (ring counter `slot`) of a received frame
+    /// that already holds `before` bytes: the descriptor itself (see
+    /// [`QueueCore::region_for`]), then the frame limit. Returns the region
+    /// it points into; a violation is counted.
+    #[inline(always)]
+    fn check<'c>(
+        c: &'c QueueCore,
+        slot: u16,
+        d: &Desc,
+        before: usize,
+    ) -> Result<&'c Region, RingError> {
+        let r = c.region_for(slot, d).map_err(|e| c.fail(e))?;
+        if before + d.length as usize > c.max_frame {
+            return Err(c.fail(RingError::FrameTooLong { limit: c.max_frame }));
+        }
+        Ok(r)
+    }
+
+    /// The bytes of the frames the last [`MasterRx::peek`] returned.
+    #[inline]
+    pub fn peeked_bytes(&self) -> u64 {
+        self.peeked_bytes
     }
 
     /// Consumes what the last [`MasterRx::peek`] returned: publishes the
@@ -273,7 +336,10 @@ pub struct MasterTx {
     /// slave's head only when short, to read the shared index once per
     /// burst rather than once per frame).
     known_free: u16,
-    pending_frames: u64,
+    /// Descriptors pushed since the last flush that continue a chain (all
+    /// of a frame's but its first): the frames pending are the descriptors
+    /// pending less these, so a one-buffer push counts nothing here.
+    pending_links: u16,
     pending_bytes: u64,
 }
 queue_common!(MasterTx);
@@ -291,7 +357,7 @@ impl MasterTx {
             core: QueueCore::new(ring, regions, notifier, state, ours, max_frame),
             pending: ours,
             known_free: 0,
-            pending_frames: 0,
+            pending_links: 0,
             pending_bytes: 0,
         }
     }
@@ -352,7 +418,7 @@ impl MasterTx {
         }
         self.pending = cur;
         self.known_free -= used;
-        self.pending_frames += 1;
+        self.pending_links += used - 1;
         self.pending_bytes += len as u64;
         Ok(Pushed::Queued)
     }
@@ -394,7 +460,6 @@ impl MasterTx {
         c.ring.set_desc(cur, d);
         self.pending = cur.wrapping_add(1);
         self.known_free -= 1;
-        self.pending_frames += 1;
         self.pending_bytes += len as u64;
         Ok(Some(Pushed::Queued))
     }
@@ -474,10 +539,11 @@ impl MasterTx {
         if self.pending == c.ours {
             return (0, 0);
         }
+        let descs = self.pending.wrapping_sub(c.ours);
         c.ours = self.pending;
         c.ring.set_tail(self.pending);
         c.kick();
-        let f = std::mem::take(&mut self.pending_frames);
+        let f = (descs - std::mem::take(&mut self.pending_links)) as u64;
         let b = std::mem::take(&mut self.pending_bytes);
         c.stats.packets += f;
         c.stats.bytes += b;

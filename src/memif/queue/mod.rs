@@ -321,5 +321,5 @@ impl BufferLayout {
 mod master;
 mod slave;
 
-pub use master::{MasterRx, MasterTx, Pushed, RxFrame};
+pub use master::{MasterRx, MasterTx, Pushed, RxFrame, RxFrames};
 pub use slave::{SlaveRx, SlaveTx};
