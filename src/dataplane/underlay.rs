@@ -627,8 +627,9 @@ mod tests {
         assert_eq!(p[2].k, 3);
     }
 
-    #[test]
-    fn batches_go_out_and_come_back_on_loopback() {
+    /// One worker's underlay on loopback, its own receive socket's
+    /// address as `cfg.local` (where the tests send to).
+    fn loopback() -> Underlay {
         let cfg = UnderlayConfig {
             local: "127.0.0.1:0".parse().unwrap(),
             mtu: 1500,
@@ -640,7 +641,13 @@ mod tests {
             local: SocketAddr::new(cfg.local.ip(), port),
             ..cfg
         };
-        let mut u = Underlay::new(cfg, socks.remove(0), Arc::default());
+        Underlay::new(cfg, socks.remove(0), Arc::default())
+    }
+
+    #[test]
+    fn batches_go_out_and_come_back_on_loopback() {
+        let mut u = loopback();
+        let cfg = u.cfg;
         let peer = Arc::new(PeerCounters::default());
         for i in 0..10u8 {
             let s = u.slot();
@@ -669,21 +676,12 @@ mod tests {
     /// order, and is counted once.
     #[test]
     fn runs_of_one_size_arrive_as_separate_datagrams_in_order() {
-        let cfg = UnderlayConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            mtu: 1500,
-        };
-        let mut socks = open(&cfg, 1).unwrap();
+        let mut u = loopback();
+        let cfg = u.cfg;
         assert!(
-            socks[0].gso && socks[0].gro,
+            u.sockets.gso && u.sockets.gro,
             "this kernel has UDP GSO and GRO; both must be on"
         );
-        let port = local_port(socks[0].rx.as_fd()).unwrap();
-        let cfg = UnderlayConfig {
-            local: SocketAddr::new(cfg.local.ip(), port),
-            ..cfg
-        };
-        let mut u = Underlay::new(cfg, socks.remove(0), Arc::default());
         let peer = Arc::new(PeerCounters::default());
         // 40 x 100 bytes, one of 60, 20 x 100, one of 700, 3 x 100.
         let lens: Vec<usize> = std::iter::repeat_n(100, 40)
