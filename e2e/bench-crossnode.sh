@@ -60,7 +60,7 @@ pids=()
 cleanup() {
   set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in $(cat "$work/generators" 2>/dev/null); do kill -- "-$p" "$p" 2>/dev/null; done
+  for p in $(cat "$work/generators" 2>/dev/null); do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   for ns in "$pa" "$pb" "$ka" "$kb" "$la" "$lb" "$n1" "$n2" "$hub"; do ip netns del "$ns" 2>/dev/null; done
   rm -rf "$work"

@@ -214,8 +214,6 @@ struct Pending {
     len: usize,
     to: SocketAddr,
     sock: usize,
-    /// Index of the peer's counters in `peers` (for failures).
-    peer: usize,
 }
 
 /// One message of a `sendmmsg`: frames `start..start + frames` of a send
@@ -245,7 +243,8 @@ pub(super) struct Underlay {
     pub readable: bool,
     tx_bufs: Vec<Box<[u8]>>,
     pending: Vec<Pending>,
-    /// The peers' counters of the frames in the batch (to count failures).
+    /// The peers' counters of the frames in the batch, frame by frame (to
+    /// count failures).
     pending_peers: Vec<Arc<PeerCounters>>,
     rx_bufs: Vec<Box<[u8]>>,
     rx_datagrams: Vec<Datagram>,
@@ -305,12 +304,7 @@ impl Underlay {
     /// `len` bytes to `to`, from the send socket of `flow`.
     pub fn queue(&mut self, len: usize, to: SocketAddr, flow: u32, peer: &Arc<PeerCounters>) {
         let sock = flow as usize % self.sockets.tx.len().max(1);
-        self.pending.push(Pending {
-            len,
-            to,
-            sock,
-            peer: self.pending_peers.len(),
-        });
+        self.pending.push(Pending { len, to, sock });
         self.pending_peers.push(peer.clone());
     }
 
@@ -491,7 +485,7 @@ impl Underlay {
             let frames = &idx[m.start as usize..m.start as usize + m.frames as usize];
             for &i in frames {
                 let p = self.pending[i as usize];
-                let peer = &self.pending_peers[p.peer];
+                let peer = &self.pending_peers[i as usize];
                 if k < sent {
                     super::counters::add(&peer.tx_packets, 1);
                     super::counters::add(&peer.tx_bytes, p.len as u64);
