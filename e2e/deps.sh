@@ -19,7 +19,7 @@ what=${1:-test}
 demo=(iproute2 util-linux procps python3 iputils-ping containernetworking-plugins)
 case "$what" in
   demo) pkgs=("${demo[@]}") ;;
-  test) pkgs=("${demo[@]}" dpdk librte-net-memif23 kmod coreutils) ;;
+  test) pkgs=("${demo[@]}" dpdk dpdk-dev librte-net-memif23 kmod coreutils) ;;
   *) echo "usage: bash e2e/deps.sh [test|demo]" >&2; exit 2 ;;
 esac
 pkgs_install deps "${pkgs[@]}"

@@ -78,6 +78,19 @@ pkgs_install() {
       printf '\nPackage: %s\nPin: version %s\nPin-Priority: 1001\n' \
         "$p" "$(dpkg-query -W -f='${Version}' "$p")" >>"$prefs"
     done
+    # A new package built from the same source as a pinned one (udev beside
+    # libudev1) must come at the pinned version too, or apt cannot solve:
+    # pin each new package that is available at one of those versions.
+    local kept v
+    kept=$(for p in $changes; do dpkg-query -W -f='${Version}\n' "$p"; done | sort -u)
+    for p in $(awk '$1 == "Inst" && $3 !~ /^\[/ { print $2 }' <<<"$plan"); do
+      for v in $(apt-cache madison "$p" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }'); do
+        if grep -qxF -- "$v" <<<"$kept"; then
+          printf '\nPackage: %s\nPin: version %s\nPin-Priority: 1001\n' "$p" "$v" >>"$prefs"
+          break
+        fi
+      done
+    done
     local pinned
     if pinned=$(_pkgs_plan "${missing[@]}") && [ -z "$(_pkgs_changes <<<"$pinned")" ]; then
       plan=$pinned

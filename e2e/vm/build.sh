@@ -39,14 +39,14 @@ quick_key() {
     stat -c '%n %Y %s' /var/lib/dpkg/status /var/lib/apt/lists 2>/dev/null || true
   } | sha256sum | cut -d' ' -f1
 }
-if [ -f "$cache/initramfs.gz" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/quick" ] && [ "$(cat "$cache/quick")" = "$(quick_key)" ]; then
+if [ -f "$cache/initramfs.gz" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/qemu-cmd" ] && [ -f "$cache/quick" ] && [ "$(cat "$cache/quick")" = "$(quick_key)" ]; then
   exit 0
 fi
 
 # --- packages ---------------------------------------------------------------
 # shellcheck source=../lib/pkgs.sh
 . "$here/../lib/pkgs.sh"
-pkgs_install vm-build qemu-system-x86 busybox-static cpio xz-utils containernetworking-plugins \
+pkgs_install vm-build busybox-static cpio xz-utils containernetworking-plugins \
   iproute2 coreutils util-linux
 apt_updated=0
 apt_update() {
@@ -59,6 +59,41 @@ apt_update() {
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
+
+# --- QEMU -------------------------------------------------------------------
+# Debian's qemu-system-x86 when it installs. When it cannot (seen: a newer
+# qemu-utils from backports Breaks bookworm's qemu-system-common), the same
+# three packages are unpacked into the cache instead, their libraries and
+# firmware installed as packages. $cache/qemu-cmd names the binary and,
+# for the unpacked one, its data directories (run.sh passes each as -L).
+qroot="$cache/qemu"
+if command -v qemu-system-x86_64 >/dev/null || pkgs_install vm-build qemu-system-x86; then
+  echo "$(command -v qemu-system-x86_64)" >"$cache/qemu-cmd"
+  rm -rf "$qroot"
+else
+  qpkgs=(qemu-system-x86 qemu-system-common qemu-system-data)
+  qver=$(apt-cache policy qemu-system-x86 | awk '$1 == "Candidate:" { print $2; exit }')
+  [ -n "$qver" ] && [ "$qver" != "(none)" ] || die "apt knows no qemu-system-x86"
+  if [ "$(cat "$qroot/.complete" 2>/dev/null)" != "$qver" ]; then
+    log "unpacking qemu-system-x86 $qver into $qroot (it cannot be installed beside this host's packages)"
+    dl="$cache/download"
+    rm -rf "$dl" "$qroot"
+    mkdir -p "$dl" "$qroot"
+    (cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "${qpkgs[@]}" >&2) ||
+      die "cannot download ${qpkgs[*]}"
+    for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$qroot"; done
+    mapfile -t qdeps < <(for deb in "$dl"/*.deb; do dpkg-deb -f "$deb" Depends; done |
+      tr ',' '\n' | sed 's/(.*)//; s/|.*//; s/[[:space:]]//g' | grep -v '^qemu-system-' | grep . | sort -u)
+    rm -rf "$dl"
+    pkgs_install vm-build "${qdeps[@]}" || die "cannot install QEMU's libraries"
+    echo "$qver" >"$qroot/.complete"
+  fi
+  missing=$(ldd "$qroot/usr/bin/qemu-system-x86_64" | awk '/not found/ { print $1 }')
+  [ -z "$missing" ] || die "unpacked QEMU lacks libraries: $missing"
+  # Its firmware search path, which -L replaces: its own data, then what
+  # seabios and ipxe-qemu installed.
+  echo "$qroot/usr/bin/qemu-system-x86_64 $qroot/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu" >"$cache/qemu-cmd"
+fi
 
 # --- kernel -----------------------------------------------------------------
 # The package linux-image-amd64 points at, else the newest 6.1 one known.

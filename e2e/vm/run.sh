@@ -170,7 +170,14 @@ exec 3>"$tmp/out" 4>"$tmp/err"
 kernel="$cache/vmlinux"
 [ -f "$kernel" ] || kernel="$cache/vmlinuz"
 append="console=ttyS0 quiet loglevel=4 panic=-1 8250.nr_uarts=4"
-timeout -k 5 "$timeout" qemu-system-x86_64 \
+# The binary build.sh chose, and its data directories if not the default.
+qemu=qemu-system-x86_64
+qdata=()
+if [ -f "$cache/qemu-cmd" ]; then
+  read -r qemu dirs <"$cache/qemu-cmd" || true
+  for d in ${dirs:-}; do qdata+=(-L "$d"); done
+fi
+timeout -k 5 "$timeout" "$qemu" "${qdata[@]+"${qdata[@]}"}" \
   -accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
   -nodefaults -no-user-config -display none -monitor none -no-reboot \
   -kernel "$kernel" -initrd "$cache/initramfs.gz" -append "$append" \
