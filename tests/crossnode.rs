@@ -251,22 +251,42 @@ fn frames_the_underlay_cannot_carry_are_dropped_and_counted() {
     let t = 4;
     let c = Cluster::new("xn-mtu", 2, false, Peers::File);
     let (n1, n2) = (c.node(1), c.node(2));
-    let a = Pod::attach(n1, "xm-a", "xn-mtu-net", Mode::Ip, &[v4(t, 1)]);
-    let b = Pod::attach(n2, "xm-b", "xn-mtu-net", Mode::Ip, &[v4(t, 2)]);
+    let a = Pod::attach(n1, "xm-a", "xn-mtu-net", Mode::Ip, &[v4(t, 1), v6(t, 1)]);
+    let b = Pod::attach(n2, "xm-b", "xn-mtu-net", Mode::Ip, &[v4(t, 2), v6(t, 2)]);
     c.publish();
     n1.wait_remote("xn-mtu-net", v4(t, 2));
+    n1.wait_remote("xn-mtu-net", v6(t, 2));
     n2.wait_remote("xn-mtu-net", v4(t, 1));
-    let _rb = responder(n2, &b, &[v4(t, 2)]);
+    let _rb = responder(n2, &b, &[v4(t, 2), v6(t, 2)]);
     // 1450 bytes of IP (the underlay's 1500 less VXLAN's 50) pass...
     let (ok, out) = ping_sized(&a, v4(t, 1), v4(t, 2), 2, Some(1450 - 28));
     assert!(ok, "{out}");
-    // ...one more byte is dropped, as too-big, at the sending node.
+    // ...one more byte is dropped, as too-big, at the sending node, which
+    // tells the pod the size that fits (ICMP "fragmentation needed": the
+    // client's requests have DF set).
     let (ok, out) = ping_sized(&a, v4(t, 1), v4(t, 2), 2, Some(1451 - 28));
     assert!(!ok, "oversize pings went through: {out}");
+    for seq in [1, 2] {
+        let want = format!("From 169.254.1.1 icmp_seq={seq} Frag needed and DF set (mtu = 1450)");
+        assert!(out.contains(&want), "{out}");
+    }
+    assert!(
+        out.contains("2 transmitted, 0 received, +2 errors"),
+        "{out}"
+    );
+    // The same over IPv6: "packet too big".
+    let (ok, out) = ping_sized(&a, v6(t, 1), v6(t, 2), 1, Some(1450 - 48));
+    assert!(ok, "{out}");
+    let (ok, out) = ping_sized(&a, v6(t, 1), v6(t, 2), 1, Some(1451 - 48));
+    assert!(!ok, "oversize pings went through: {out}");
+    assert!(
+        out.contains("From fe80::1 icmp_seq=1 Packet too big (mtu = 1450)"),
+        "{out}"
+    );
     let stats = n1.memifd.client().get(a.req.key.clone()).unwrap().stats;
-    assert_eq!(stats.drops.get("too-big"), Some(&2), "{stats:?}");
+    assert_eq!(stats.drops.get("too-big"), Some(&3), "{stats:?}");
     let peer = &n1.remote().networks[0].peers[0];
-    assert_eq!(peer.drops, 2, "{peer:?}");
+    assert_eq!(peer.drops, 3, "{peer:?}");
 }
 
 /// A UDP socket inside `ns`, for garbage on the underlay.

@@ -12,7 +12,9 @@
 //! Checked besides no panic: the lane decision agrees with `classify` on
 //! every frame (whatever bytes follow the frame in the lanes); a TTL
 //! decrement keeps a correct IPv4 header checksum correct; the answers to
-//! ARP requests and solicitations parse as the matching replies.
+//! ARP requests and solicitations parse as the matching replies; a "too
+//! big" ICMP error, when one is sent, parses back to what it was told and
+//! goes back to the packet's source.
 
 #![no_main]
 
@@ -89,6 +91,35 @@ fn reference(frame: &[u8], ethernet: bool) -> Option<u128> {
     }
 }
 
+/// The "too big" answer to `p` as an IP packet, when one may be sent:
+/// a correct ICMP error back to its source, saying the MTU and quoting
+/// the packet's start.
+fn too_big(p: &[u8]) {
+    let v6 = p.first().is_some_and(|b| b >> 4 == 6);
+    let quoted = p.len().min(packet::too_big_quote(v6));
+    let mut buf = vec![0u8; packet::TOO_BIG_ROOM + quoted];
+    buf[packet::TOO_BIG_ROOM..].copy_from_slice(&p[..quoted]);
+    let mtu = 1280 + p.len() % 300;
+    let Some(start) = packet::too_big_in_place(&mut buf, quoted, mtu) else {
+        assert_eq!(buf[packet::TOO_BIG_ROOM..], p[..quoted], "a refusal changed the packet");
+        return;
+    };
+    let Net::Ip(ip) = packet::parse_ip(&buf[start..]) else {
+        panic!("a too-big answer does not parse: {:?}", &buf[start..]);
+    };
+    assert!(ip.checksums_ok, "{ip}");
+    let L4::TooBig { mtu: said, quoted: q } = ip.l4 else {
+        panic!("not a too-big answer: {ip}");
+    };
+    assert_eq!((said as usize, q), (mtu, &p[..quoted]));
+    let src = if v6 { &p[8..24] } else { &p[12..16] };
+    let dst = match ip.dst {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    assert_eq!(dst, src, "not back to the source");
+}
+
 /// Every parser and decision on arbitrary bytes.
 fn any_bytes(data: &[u8]) {
     for mode in [Mode::Ethernet, Mode::Ip] {
@@ -99,6 +130,11 @@ fn any_bytes(data: &[u8]) {
         assert!(ip.len <= data.len());
         let _ = ip.to_string();
     }
+    if let Net::Ip(ip) = packet::parse_quoted(data) {
+        assert!(ip.len <= data.len());
+        let _ = ip.to_string();
+    }
+    too_big(data);
     // The lane decision for frames of several lengths in this buffer
     // (the lanes of a short frame hold what follows it).
     let l = lanes(data);

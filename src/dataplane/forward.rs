@@ -348,6 +348,9 @@ impl Plane {
             let why = self.encap(net, r, mode, regions, descs, len, ip_off, first, flow);
             if let Err(why) = why {
                 self.port(src).local.drop(why);
+                if why == DropReason::TooBig {
+                    self.too_big(sc, src, q, regions, descs, len - ip_off, ip_off);
+                }
             }
             return;
         }
@@ -549,6 +552,36 @@ impl Plane {
         }
         ul.queue(at, peer.addr, flow, &peer.counters);
         Ok(())
+    }
+
+    /// Tells the pod on port `src` that its IP packet (`ip_len` bytes from
+    /// `ip_off` in the frame) is too long for the underlay: ICMP
+    /// "fragmentation needed" or ICMPv6 "packet too big" with the largest
+    /// IP packet the underlay carries, quoting the packet's start, back on
+    /// the queue it came by. Nothing when the RFCs forbid an answer (see
+    /// [`packet::too_big_in_place`]); the drop is counted either way.
+    #[allow(clippy::too_many_arguments)]
+    fn too_big(
+        &mut self,
+        sc: &mut ScratchRefs<'_>,
+        src: usize,
+        q: usize,
+        regions: &[Arc<Region>],
+        descs: &[Desc],
+        ip_len: usize,
+        ip_off: usize,
+    ) {
+        let Some(mtu) = self.underlay.as_ref().map(|u| u.cfg.max_inner_ip()) else {
+            return;
+        };
+        let first = sc.head.get(ip_off).copied().unwrap_or(0);
+        let quoted = ip_len.min(packet::too_big_quote(first >> 4 == 6));
+        let room = packet::TOO_BIG_ROOM;
+        gather(regions, descs, ip_off, &mut sc.packet[room..room + quoted]);
+        if let Some(start) = packet::too_big_in_place(&mut sc.packet[..], quoted, mtu) {
+            let error = &sc.packet[start..room + quoted];
+            self.deliver_ip(src, q, error[0], &Out::local(error));
+        }
     }
 
     /// Sends the underlay's batch, if any.

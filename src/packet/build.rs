@@ -117,6 +117,113 @@ pub fn neighbor_advert_into(
     IPV6_HLEN + BODY
 }
 
+/// The source of memifd's ICMP errors: link-local addresses, as the only
+/// link such an error crosses is the pod's memif.
+pub const ICMP_ERROR_SRC_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub const ICMP_ERROR_SRC_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// Room [`too_big_in_place`] needs in front of the quoted packet: the
+/// longer IP header and the ICMP header (48 bytes).
+pub const TOO_BIG_ROOM: usize = IPV6_HLEN + 8;
+
+/// How much of an offending packet an ICMP error quotes at most: 576 bytes
+/// in all over IPv4 (RFC 1812 4.3.2.3), the IPv6 minimum MTU, 1280 bytes,
+/// over IPv6 (RFC 4443 2.4).
+pub fn too_big_quote(v6: bool) -> usize {
+    if v6 {
+        1280 - TOO_BIG_ROOM
+    } else {
+        576 - IPV4_HLEN - 8
+    }
+}
+
+/// Whether an ICMP error may answer the packet that starts `p` (RFC 1122
+/// 3.2.2, RFC 4443 2.4 e): a unicast, non-loopback source; over IPv4,
+/// only the first fragment; never an ICMP error itself. The IPv4 packet
+/// must also forbid fragmentation (DF): "fragmentation needed" answers
+/// only those.
+fn may_answer(p: &[u8]) -> bool {
+    match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= IPV4_HLEN => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            let df = p[6] & 0x40 != 0;
+            let first_fragment = u16::from_be_bytes([p[6] & 0x1f, p[7]]) == 0;
+            let icmp_error =
+                p[9] == PROTO_ICMP && p.get(ihl).is_none_or(|&t| matches!(t, 3 | 4 | 5 | 11 | 12));
+            ihl >= IPV4_HLEN
+                && df
+                && first_fragment
+                && !icmp_error
+                && !(src.is_unspecified()
+                    || src.is_multicast()
+                    || src.is_broadcast()
+                    || src.is_loopback())
+        }
+        Some(6) if p.len() >= IPV6_HLEN => {
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).expect("16 bytes"));
+            let icmp_error = p[6] == PROTO_ICMPV6 && p.get(IPV6_HLEN).is_none_or(|&t| t < 128);
+            let unicast = !(src.is_unspecified() || src.is_multicast() || src.is_loopback());
+            unicast && !icmp_error
+        }
+        _ => false,
+    }
+}
+
+/// Turns the start of a packet too long for the next hop into the ICMP
+/// error that tells its sender `mtu`, in place: the packet's first
+/// `quoted` bytes are at `buf[TOO_BIG_ROOM..]` ([`too_big_quote`] says how
+/// many to quote), and the error's IP and ICMP headers are written just
+/// before them: ICMP "fragmentation needed" (type 3 code 4, RFC 1191) for
+/// IPv4, ICMPv6 "packet too big" (type 2, RFC 4443) for IPv6, from
+/// [`ICMP_ERROR_SRC_V4`] / [`ICMP_ERROR_SRC_V6`] to the packet's source,
+/// TTL 64. Returns where the error starts in `buf` (it ends at
+/// `TOO_BIG_ROOM + quoted`), or None when no error may answer this packet
+/// (see `may_answer`: IPv4 without DF, a later fragment, an ICMP error, a
+/// source that is not unicast).
+pub fn too_big_in_place(buf: &mut [u8], quoted: usize, mtu: usize) -> Option<usize> {
+    let end = TOO_BIG_ROOM + quoted;
+    let p = &buf[TOO_BIG_ROOM..end];
+    if !may_answer(p) {
+        return None;
+    }
+    let icmp_len = 8 + quoted;
+    if p[0] >> 4 == 4 {
+        let dst = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let at = TOO_BIG_ROOM - 8;
+        let mtu = mtu.min(u16::MAX as usize) as u16;
+        buf[at..at + 8].copy_from_slice(&[ICMP_UNREACHABLE, ICMP_FRAG_NEEDED, 0, 0, 0, 0, 0, 0]);
+        buf[at + 6..at + 8].copy_from_slice(&mtu.to_be_bytes());
+        let c = checksum(&buf[at..end]);
+        buf[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+        let start = at - IPV4_HLEN;
+        ipv4_header_into(
+            &mut buf[start..],
+            ICMP_ERROR_SRC_V4,
+            dst,
+            PROTO_ICMP,
+            64,
+            icmp_len,
+        );
+        Some(start)
+    } else {
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).expect("16 bytes"));
+        let at = IPV6_HLEN;
+        let mtu = mtu.min(u32::MAX as usize) as u32;
+        buf[at..at + 4].copy_from_slice(&[ICMPV6_PACKET_TOO_BIG, 0, 0, 0]);
+        buf[at + 4..at + 8].copy_from_slice(&mtu.to_be_bytes());
+        let c = l4_checksum(
+            ICMP_ERROR_SRC_V6.into(),
+            dst.into(),
+            PROTO_ICMPV6,
+            &buf[at..end],
+        );
+        buf[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+        ipv6_header_into(buf, ICMP_ERROR_SRC_V6, dst, PROTO_ICMPV6, 64, icmp_len);
+        Some(0)
+    }
+}
+
 /// Writes a UDP header (8 bytes) for `payload_len` bytes of payload; the
 /// checksum is 0 (none, as RFC 7348 recommends for VXLAN over IPv4; over
 /// IPv6 the caller fills it, see [`udp_checksum_v6`]).

@@ -25,7 +25,7 @@ pub mod vxlan;
 pub use build::*;
 pub use checksum::{checksum, l4_checksum};
 pub use decide::{classify, key_of, IpClass, IpKey};
-pub use parse::{parse, parse_ip, Arp, Echo, Ethernet, Frame, Ip, Net, L4};
+pub use parse::{parse, parse_ip, parse_quoted, Arp, Echo, Ethernet, Frame, Ip, Net, L4};
 
 /// Ethernet header length (no VLAN tag).
 pub const ETH_HLEN: usize = 14;
@@ -49,6 +49,11 @@ pub const ARP_REPLY: u16 = 2;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMP "destination unreachable", and its code "fragmentation needed".
+pub const ICMP_UNREACHABLE: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 "packet too big".
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_ECHO_REPLY: u8 = 129;
 pub const ICMPV6_ROUTER_SOLICIT: u8 = 133;

@@ -72,6 +72,12 @@ pub enum L4<'a> {
         target_mac: Option<Mac>,
         flags: u8,
     },
+    /// ICMP "fragmentation needed" or ICMPv6 "packet too big": the next
+    /// hop's MTU and the start of the packet that did not fit.
+    TooBig {
+        mtu: u32,
+        quoted: &'a [u8],
+    },
     /// Any other ICMP or ICMPv6 message.
     Icmp {
         kind: u8,
@@ -207,23 +213,36 @@ fn parse_arp(p: &[u8]) -> Net<'_> {
 
 /// Decodes a bare IPv4 or IPv6 packet (the version nibble decides).
 pub fn parse_ip(d: &[u8]) -> Net<'_> {
+    parse_ip_cut(d, false)
+}
+
+/// The start of a packet as an ICMP error quotes it: cut short, so what
+/// is there is parsed (addresses, an echo's id and sequence number) and
+/// the checksums count as not OK when the packet is cut.
+pub fn parse_quoted(d: &[u8]) -> Net<'_> {
+    parse_ip_cut(d, true)
+}
+
+fn parse_ip_cut(d: &[u8], cut: bool) -> Net<'_> {
     match d.first().map(|b| b >> 4) {
-        Some(4) => parse_ipv4(d),
-        Some(6) => parse_ipv6(d),
+        Some(4) => parse_ipv4(d, cut),
+        Some(6) => parse_ipv6(d, cut),
         Some(_) => Net::Truncated("not an ip packet"),
         None => Net::Truncated("empty packet"),
     }
 }
 
-fn parse_ipv4(d: &[u8]) -> Net<'_> {
+fn parse_ipv4(d: &[u8], cut: bool) -> Net<'_> {
     let ihl = (d[0] & 0x0f) as usize * 4;
     if ihl < 20 || d.len() < ihl {
         return Net::Truncated("ipv4 header");
     }
-    let total = be16(d, 2).unwrap_or(0) as usize;
-    if total < ihl || total > d.len() {
+    let mut total = be16(d, 2).unwrap_or(0) as usize;
+    if total < ihl || (total > d.len() && !cut) {
         return Net::Truncated("ipv4 packet");
     }
+    let whole = total <= d.len();
+    total = total.min(d.len());
     let pkt = &d[..total];
     let (Some(src), Some(dst)) = (v4_at(pkt, 12), v4_at(pkt, 16)) else {
         return Net::Truncated("ipv4 header");
@@ -243,20 +262,22 @@ fn parse_ipv4(d: &[u8]) -> Net<'_> {
         dst: dst.into(),
         ttl: pkt[8],
         protocol,
-        checksums_ok: header_ok && l4_ok,
+        checksums_ok: header_ok && l4_ok && whole,
         len: total,
         l4,
     })
 }
 
-fn parse_ipv6(d: &[u8]) -> Net<'_> {
+fn parse_ipv6(d: &[u8], cut: bool) -> Net<'_> {
     let (Some(plen), Some(src), Some(dst)) = (be16(d, 4), v6_at(d, 8), v6_at(d, 24)) else {
         return Net::Truncated("ipv6 header");
     };
-    let total = 40 + plen as usize;
-    if total > d.len() {
+    let mut total = 40 + plen as usize;
+    if total > d.len() && !cut {
         return Net::Truncated("ipv6 packet");
     }
+    let whole = total <= d.len();
+    total = total.min(d.len());
     let mut next = d[6];
     let ttl = d[7];
     let mut payload = &d[40..total];
@@ -291,7 +312,7 @@ fn parse_ipv6(d: &[u8]) -> Net<'_> {
         dst,
         ttl,
         protocol: next,
-        checksums_ok: ok,
+        checksums_ok: ok && whole,
         len: total,
         l4,
     })
@@ -372,6 +393,14 @@ fn parse_icmp(p: &[u8], v6: bool) -> L4<'_> {
                 flags: p[4],
             },
             None => L4::Truncated("neighbor advertisement"),
+        },
+        ICMP_UNREACHABLE if !v6 && code == ICMP_FRAG_NEEDED && p.len() >= 8 => L4::TooBig {
+            mtu: u32::from(u16::from_be_bytes([p[6], p[7]])),
+            quoted: &p[8..],
+        },
+        ICMPV6_PACKET_TOO_BIG if v6 && code == 0 && p.len() >= 8 => L4::TooBig {
+            mtu: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            quoted: &p[8..],
         },
         kind => L4::Icmp { kind, code },
     }
@@ -462,6 +491,17 @@ impl fmt::Display for Ip<'_> {
                     }
                 }
             }
+            L4::TooBig { mtu, quoted } => {
+                let what = if self.is_v6() {
+                    "packet too big"
+                } else {
+                    "fragmentation needed"
+                };
+                write!(f, "{icmp} {what} mtu {mtu}")?;
+                if let Net::Ip(q) = parse_quoted(quoted) {
+                    write!(f, " for {} > {}", q.src, q.dst)?;
+                }
+            }
             L4::Icmp { kind, code } => write!(f, "{icmp} type {kind} code {code}")?,
             L4::Udp {
                 src_port,
@@ -517,6 +557,150 @@ mod tests {
     }
     fn b6() -> Ipv6Addr {
         "fd00::1".parse().unwrap()
+    }
+
+    /// A "too big" answer: the packet, its source and destination, the
+    /// MTU it says and what it quotes.
+    type TooBigAnswer = (Vec<u8>, IpAddr, IpAddr, u32, Vec<u8>);
+
+    /// `pkt`'s "too big" answer for `mtu`, parsed back (None: no answer).
+    fn too_big_of(pkt: &[u8], mtu: usize) -> Option<TooBigAnswer> {
+        let v6 = pkt[0] >> 4 == 6;
+        let quoted = pkt.len().min(too_big_quote(v6));
+        let mut buf = vec![0u8; TOO_BIG_ROOM + quoted];
+        buf[TOO_BIG_ROOM..].copy_from_slice(&pkt[..quoted]);
+        let start = too_big_in_place(&mut buf, quoted, mtu)?;
+        let out = buf[start..].to_vec();
+        let Net::Ip(ip) = parse_ip(&out) else {
+            panic!("not IP: {out:?}")
+        };
+        assert!(ip.checksums_ok, "{ip}");
+        assert_eq!(ip.ttl, 64);
+        let L4::TooBig { mtu, quoted } = ip.l4 else {
+            panic!("not too big: {ip}")
+        };
+        Some((out.clone(), ip.src, ip.dst, mtu, quoted.to_vec()))
+    }
+
+    #[test]
+    fn too_big_answers_quote_the_packet_and_say_the_mtu() {
+        // IPv4 with DF (the builders set it): 576 bytes in all.
+        let big = udp4(A4, B4, (1000, 2000), 64, &[7u8; 1472]);
+        let (out, src, dst, mtu, quoted) = too_big_of(&big, 1450).expect("answered");
+        assert_eq!(out.len(), 576);
+        assert_eq!((src, dst, mtu), (ICMP_ERROR_SRC_V4.into(), A4.into(), 1450));
+        assert_eq!(quoted, big[..548]);
+        assert_eq!(out[20..22], [ICMP_UNREACHABLE, ICMP_FRAG_NEEDED]);
+        let Net::Ip(ip) = parse_ip(&out) else {
+            panic!()
+        };
+        let text = ip.to_string();
+        assert!(
+            text.contains("fragmentation needed mtu 1450 for 10.1.0.2 > 10.1.0.1"),
+            "{text}"
+        );
+        // A short packet is quoted whole.
+        let small = udp4(A4, B4, (1, 2), 64, &[1u8; 10]);
+        let (out, .., quoted) = too_big_of(&small, 20).expect("answered");
+        assert_eq!((out.len(), quoted), (28 + small.len(), small.clone()));
+        // IPv6: 1280 bytes in all, from the link-local source.
+        let e = Echo {
+            id: 1,
+            seq: 2,
+            data: &[9u8; 1600],
+        };
+        let big6 = echo(a6().into(), b6().into(), false, 64, e).unwrap();
+        let (out, src, dst, mtu, quoted) = too_big_of(&big6, 1430).expect("answered");
+        assert_eq!(out.len(), 1280);
+        assert_eq!(
+            (src, dst, mtu),
+            (ICMP_ERROR_SRC_V6.into(), a6().into(), 1430)
+        );
+        assert_eq!(quoted, big6[..1232]);
+        assert_eq!(out[40], ICMPV6_PACKET_TOO_BIG);
+        // The quoted echo can be matched to the request.
+        let Net::Ip(q) = parse_quoted(&quoted) else {
+            panic!()
+        };
+        assert!(
+            matches!(q.l4, L4::EchoRequest(Echo { id: 1, seq: 2, .. })),
+            "{q}"
+        );
+    }
+
+    #[test]
+    fn too_big_is_never_answered_where_rfcs_forbid_it() {
+        let ok = udp4(A4, B4, (1, 2), 64, &[0u8; 100]);
+        assert!(too_big_of(&ok, 50).is_some());
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = ok.clone();
+            f(&mut p);
+            too_big_of(&p, 50)
+        };
+        // IPv4 without DF: it could be fragmented; memifd drops it silently.
+        assert!(with(&|p| p[6] &= !0x40).is_none());
+        // A later fragment.
+        assert!(with(&|p| p[7] = 1).is_none());
+        // Sources that are not unicast.
+        for src in [
+            [0, 0, 0, 0],
+            [224, 0, 0, 1],
+            [255, 255, 255, 255],
+            [127, 0, 0, 1],
+        ] {
+            assert!(
+                with(&|p| p[12..16].copy_from_slice(&src)).is_none(),
+                "{src:?}"
+            );
+        }
+        // An ICMP error is not answered; an echo request is.
+        let err = ipv4(
+            A4,
+            B4,
+            PROTO_ICMP,
+            64,
+            &icmpv4(ICMP_UNREACHABLE, 1, &[0u8; 40]),
+        );
+        assert!(too_big_of(&err, 50).is_none());
+        let req = echo(
+            A4.into(),
+            B4.into(),
+            false,
+            64,
+            Echo {
+                id: 1,
+                seq: 1,
+                data: &[0; 40],
+            },
+        );
+        assert!(too_big_of(&req.unwrap(), 50).is_some());
+        // IPv6: an ICMPv6 error, or a multicast source, is not answered.
+        let err6 = ipv6(
+            a6(),
+            b6(),
+            PROTO_ICMPV6,
+            64,
+            &icmpv6(a6(), b6(), 1, 0, &[0u8; 60]),
+        );
+        assert!(too_big_of(&err6, 50).is_none());
+        let mut m6 = echo(
+            a6().into(),
+            b6().into(),
+            false,
+            64,
+            Echo {
+                id: 1,
+                seq: 1,
+                data: &[0; 40],
+            },
+        )
+        .unwrap();
+        assert!(too_big_of(&m6, 50).is_some());
+        m6[8] = 0xff;
+        assert!(too_big_of(&m6, 50).is_none());
+        // Not IP at all, or cut short.
+        assert!(too_big_of(&[0x45, 0, 0], 50).is_none());
+        assert!(too_big_of(&[0x20; 60], 50).is_none());
     }
 
     #[test]

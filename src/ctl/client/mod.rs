@@ -168,6 +168,9 @@ pub struct PingStats {
     pub transmitted: u64,
     pub received: u64,
     pub duplicates: u64,
+    /// ICMP errors about our requests ("fragmentation needed", "packet
+    /// too big"), as ping's "+N errors".
+    pub errors: u64,
     pub loss_percent: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_min_ms: Option<f64>,
@@ -215,6 +218,9 @@ impl fmt::Display for ClientReport {
             )?;
             if p.duplicates > 0 {
                 write!(f, "+{} duplicates, ", p.duplicates)?;
+            }
+            if p.errors > 0 {
+                write!(f, "+{} errors, ", p.errors)?;
             }
             write!(f, "{}% loss", fmt_percent(p.loss_percent))?;
             if let (Some(min), Some(avg), Some(max)) = (p.rtt_min_ms, p.rtt_avg_ms, p.rtt_max_ms) {
@@ -467,6 +473,7 @@ mod tests {
             transmitted: 3,
             received: 2,
             duplicates: 0,
+            errors: 0,
             loss_percent: 100.0 / 3.0,
             rtt_min_ms: Some(0.1),
             rtt_avg_ms: Some(0.15),

@@ -76,6 +76,7 @@ impl<'a> Session<'a> {
                     transmitted: 0,
                     received: 0,
                     duplicates: 0,
+                    errors: 0,
                     loss_percent: 0.0,
                     rtt_min_ms: None,
                     rtt_avg_ms: None,
@@ -322,6 +323,9 @@ impl<'a> Session<'a> {
                     self.answered += 1;
                 }
                 L4::EchoReply(e) if ip.checksums_ok => self.ping_reply(&ip, e, now)?,
+                L4::TooBig { mtu, quoted } if ip.checksums_ok => {
+                    self.ping_error(&ip, mtu, quoted)?
+                }
                 L4::NeighborSolicit { target, source_mac }
                     if o.mode == Mode::Ethernet && self.ours(target.into()) =>
                 {
@@ -419,6 +423,39 @@ impl<'a> Session<'a> {
                 ip.src, e.seq, ip.ttl
             ),
             json!({"from": ip.src, "seq": e.seq, "ttl": ip.ttl, "bytes": bytes, "rtt_ms": rtt}),
+        )
+    }
+
+    /// An ICMP "fragmentation needed" / "packet too big" about one of our
+    /// requests: counted and shown as ping shows it.
+    fn ping_error(
+        &mut self,
+        ip: &packet::Ip<'_>,
+        mtu: u32,
+        quoted: &[u8],
+    ) -> Result<(), MemifClientError> {
+        let Some(p) = &mut self.ping else {
+            return Ok(());
+        };
+        let Net::Ip(q) = packet::parse_quoted(quoted) else {
+            return Ok(());
+        };
+        let L4::EchoRequest(e) = q.l4 else {
+            return Ok(());
+        };
+        if q.dst != p.dst || e.id != p.id {
+            return Ok(());
+        }
+        p.stats.errors += 1;
+        let what = if ip.is_v6() {
+            "Packet too big"
+        } else {
+            "Frag needed and DF set"
+        };
+        self.emit(
+            "too-big",
+            format_args!("From {} icmp_seq={} {what} (mtu = {mtu})", ip.src, e.seq),
+            json!({"from": ip.src, "seq": e.seq, "mtu": mtu}),
         )
     }
 
