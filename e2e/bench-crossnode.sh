@@ -25,8 +25,10 @@
 # socket path too: its kernel half is part of its cost). The wire (the
 # bridge in decap, the hub's port in encap) is steered to CPU 0 by RPS: on
 # real hosts it costs the nodes nothing. The pod's memif
-# sink in memifd's decap shares CPU 0 with the generator (the kernel's sink
-# is the pod's stack, which drops the packets at a closed port).
+# sink in memifd's decap shares CPU 0 with the generator, draining its
+# ring (1024 slots) and sleeping 50 us while it is empty, so that it is
+# not a third busy process (the kernel's sink is the pod's stack, which
+# drops the packets at a closed port).
 # The kernel's vxlan devices use port 4790 so they do not collide with
 # memifd's sockets on 4789; nothing else differs.
 #
@@ -257,9 +259,13 @@ window() { # pid|- command...
   python3 -c "d = max($c1 - $c0, 1); print('%.3f %d' % (($c1 - $c0) / ($t1 - $t0) / 1e6, ($p1 - $p0) * 1e9 / $hz / d))"
 }
 # A memifctl peer (memif slave) in a pod: rx counts, tx generates, on CPU 0.
+# The receiver (rx) drains its ring (1024 slots, 1 ms at 1 Mpps) and
+# sleeps 50 us when it is empty: not a third busy process on two cores.
 peer() { # pod action seconds
+  local rx=()
+  [ "$2" = rx ] && rx=(--idle-sleep-us 50)
   taskset -c 0 "$bin/memifctl" peer --role slave --netns "/run/netns/$1" --socket @memif-eth1 \
-    --mode ip --action "$2" --size 64 --duration "$3" --json >"$work/peer-$1.json" 2>"$work/peer-$1.log" &
+    --mode ip --action "$2" --size 64 --duration "$3" "${rx[@]+"${rx[@]}"}" --json >"$work/peer-$1.json" 2>"$work/peer-$1.log" &
   echo $! | tee -a "$work/generators"
 }
 median() { tr ' ' '\n' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

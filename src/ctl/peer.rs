@@ -78,6 +78,11 @@ pub struct PeerOpts {
     /// Frames per burst.
     #[arg(long, default_value_t = 32)]
     pub burst: usize,
+    /// rx/echo: sleep this many microseconds whenever a round finds every
+    /// ring empty (0: poll without pause). A sink that leaves the CPU to
+    /// others; size the ring (`--ring-log2`) for what arrives meanwhile.
+    #[arg(long, default_value_t = 0)]
+    pub idle_sleep_us: u64,
     /// Print a JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -315,11 +320,13 @@ fn traffic(q: &mut Queues, o: &PeerOpts) -> Result<PeerReport, PeerError> {
                 }
             }
             Action::Rx | Action::Echo => {
+                let mut idle = true;
                 for qi in 0..nrx {
                     let n = q.rx(qi, &mut bufs)?;
                     if n == 0 {
                         continue;
                     }
+                    idle = false;
                     first.get_or_insert_with(Instant::now);
                     last = Instant::now();
                     r.rx_packets += n as u64;
@@ -338,6 +345,9 @@ fn traffic(q: &mut Queues, o: &PeerOpts) -> Result<PeerReport, PeerError> {
                         r.tx_packets += sent as u64;
                         r.tx_bytes += frames[..sent].iter().map(|f| f.len() as u64).sum::<u64>();
                     }
+                }
+                if idle && o.idle_sleep_us > 0 {
+                    std::thread::sleep(Duration::from_micros(o.idle_sleep_us));
                 }
             }
         }
