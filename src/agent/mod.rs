@@ -20,6 +20,7 @@ pub mod api_server;
 pub mod binder;
 pub mod caps;
 pub mod config;
+#[cfg(feature = "kube")]
 pub mod kube;
 pub mod metrics;
 pub mod nodes;

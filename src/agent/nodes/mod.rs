@@ -20,6 +20,7 @@
 //! node first by name wins.
 
 mod file;
+#[cfg(feature = "kube")]
 mod kube;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -144,6 +145,7 @@ pub fn own_spec<'a>(
 pub enum Source {
     /// The MemifNode objects of the Kubernetes API (and ours published
     /// there).
+    #[cfg(feature = "kube")]
     Kube(::kube::Client),
     /// A peers file: a list of MemifNode objects.
     File(PathBuf),
@@ -152,6 +154,7 @@ pub enum Source {
 impl Source {
     fn describe(&self) -> String {
         match self {
+            #[cfg(feature = "kube")]
             Source::Kube(_) => "kubernetes".into(),
             Source::File(p) => format!("file {}", p.display()),
         }
@@ -208,6 +211,7 @@ impl Nodes {
         tracing::info!(node = %nodes.node, underlay = %cross.underlay.local, source = %nodes.source,
             pod_mtu = cross.underlay.max_inner_ip(), "networks across nodes enabled");
         match cross.source {
+            #[cfg(feature = "kube")]
             Source::Kube(client) => kube::spawn(nodes.clone(), client),
             Source::File(path) => file::spawn(nodes.clone(), path),
         }
@@ -244,6 +248,8 @@ impl Nodes {
     }
 
     /// Our spec, if known yet.
+    // Used by the Kubernetes watcher only.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
     fn local(&self) -> Option<NodeSpec> {
         self.lock().local.clone()
     }
@@ -267,6 +273,8 @@ impl Nodes {
         self.recompute(&mut st);
     }
 
+    // Used by the Kubernetes watcher only.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
     fn apply(&self, name: String, spec: NodeSpec) {
         if name == self.node {
             return;
@@ -281,6 +289,8 @@ impl Nodes {
         self.recompute(&mut st);
     }
 
+    // Used by the Kubernetes watcher only.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
     fn delete(&self, name: &str) {
         let mut st = self.lock();
         if st.objects.remove(name).is_some() {
@@ -534,6 +544,7 @@ pub fn node_name(configured: Option<&str>) -> String {
 /// Decides whether this memifd carries networks to other nodes and how:
 /// `None` (networks end at this node) without a source of nodes; an error
 /// when a source exists but the underlay cannot be found.
+#[cfg(feature = "kube")]
 pub async fn configure(
     cfg: &super::config::Config,
     kube: Option<::kube::Client>,
