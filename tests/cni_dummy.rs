@@ -4,13 +4,17 @@
 //! through libcni (1.1.0 by running the plugin directly: this libcni cannot
 //! read 1.1.0 results); the kernel state (a dummy, up, /32 and /128
 //! addresses, device routes), memifd's attachment and a memif client
-//! connecting from the pod netns; capabilities; every spec key; rollback.
+//! connecting from the pod netns; capabilities; every spec key; rollback;
+//! and a network across two nodes made by one ADD per node.
 //!
 //! This kernel may have no `dummy` link type (see the shared notes): then
 //! each test boots a stock Debian kernel under QEMU (`e2e/vm/run.sh`) and
 //! runs itself there, with the host's file system read-only underneath.
 //! Inside the VM (`MEMIF_CNI_IN_VM=1`) a kernel without dummy is a failure.
 
+#[path = "common/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 #[path = "common/cni.rs"]
 mod cni_common;
 #[path = "common/kube_standin.rs"]
@@ -21,6 +25,7 @@ mod memifd_common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 use cni_common::*;
 use memif_cni::api::{AttachmentKey, RxMode};
@@ -520,4 +525,135 @@ fn example_configs_work() {
         .ok();
     assert!(!link_exists(&ns, IF));
     assert!(w.attachments("network-green").is_empty());
+}
+
+/// A network across nodes made the way a cluster makes it: two node
+/// namespaces on an underlay bridge with a memifd each (peers file), one
+/// ADD per node through libcni (static IPAM: the addresses are
+/// cluster-unique), the dummy's MTU from the underlay's less VXLAN's, a
+/// ping from the pod on node 1 to the pod on node 2, then DEL on both
+/// nodes and the remote entries gone.
+#[test]
+fn one_add_per_node_makes_a_network_across_nodes() {
+    if !here_or_in_vm("one_add_per_node_makes_a_network_across_nodes") {
+        return;
+    }
+    if in_vm() {
+        // Bundled with the VM's kernel, loaded on demand by busybox's
+        // modprobe (e2e/vm/README.md): the kernel cannot load it itself.
+        let st = Command::new("/run/vm/bin/modprobe").arg("bridge").status();
+        assert!(
+            st.as_ref().is_ok_and(|s| s.success()),
+            "modprobe bridge in the VM: {st:?}"
+        );
+    }
+    let c = cluster::Cluster::new("xcni", 2, false, cluster::Peers::File);
+    let net = "xn-cni";
+    let ips = ["10.61.0.1", "10.61.0.2"];
+    let mut pods = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let node = c.node(i + 1);
+        let rt = Runtime::new(&format!("xcni-rt{}", i + 1));
+        let ns = Netns::new(&format!("xcni-pod{}", i + 1));
+        let cid = format!("xcni-c{}", i + 1);
+        let conf = json!({
+            "cniVersion": "1.0.0",
+            "name": net,
+            "type": "memif-cni",
+            "memifdSocket": node.memifd.api_socket(),
+            "ipam": {"type": "static", "addresses": [{"address": format!("{ip}/24")}]}
+        });
+        let f = rt.write_conf(&cid, &conf);
+        let nsp = ns.path().display().to_string();
+        let r = rt.lib("add", &f, &nsp, IF, &cid);
+        r.ok();
+        assert_result(&r.json(), "1.0.0", &ns, &[&format!("{ip}/32")]);
+        let link = assert_dummy(&ns, &[&format!("{ip}/32")], &["10.61.0.0/24"], None);
+        // The underlay (a veth) has 1500; VXLAN over IPv4 takes 50.
+        assert_eq!(link["mtu"], 1450, "the dummy's MTU: {link}");
+        let req = node
+            .memifd
+            .client()
+            .get(key(&cid, IF))
+            .expect("memifd attachment")
+            .request;
+        pods.push((rt, f, ns, cid, req));
+    }
+    c.publish();
+    let (ip1, ip2): (std::net::IpAddr, std::net::IpAddr) =
+        (ips[0].parse().unwrap(), ips[1].parse().unwrap());
+    c.node(1).wait_remote(net, ip2);
+    c.node(2).wait_remote(net, ip1);
+
+    // Pod 2 answers; pod 1 pings it through both memifds and the underlay.
+    let (_, _, ns2, _, req2) = &pods[1];
+    let mut responder = spawn_memifctl_client(
+        req2,
+        &ns2.path(),
+        &[
+            "--ip".into(),
+            ip2.to_string(),
+            "--duration".into(),
+            "60".into(),
+        ],
+    );
+    wait_connected(&c.node(2).memifd, &req2.key, true);
+    let (_, _, ns1, _, req1) = &pods[0];
+    let mut ping = spawn_memifctl_client(
+        req1,
+        &ns1.path(),
+        &[
+            "--ip".into(),
+            ip1.to_string(),
+            "--ping".into(),
+            ip2.to_string(),
+            "--count".into(),
+            "3".into(),
+            "--interval".into(),
+            "0.2".into(),
+        ],
+    );
+    let st = exit_within(&mut ping, Duration::from_secs(60));
+    let out = ping.wait_with_output().expect("ping output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = responder.kill();
+    let _ = responder.wait();
+    assert!(
+        st.is_some_and(|s| s.success()) && text.contains("3 transmitted, 3 received"),
+        "ping {ip1} -> {ip2} across nodes failed:\n{text}\n--- n1 ---\n{}\n--- n2 ---\n{}",
+        c.node(1).memifd.log(),
+        c.node(2).memifd.log()
+    );
+
+    // DEL on both nodes: nothing left, and each node forgets the other's pod.
+    for (i, (rt, f, ns, cid, _)) in pods.iter().enumerate() {
+        rt.lib("del", f, &ns.path().display().to_string(), IF, cid)
+            .ok();
+        assert!(
+            !link_exists(ns, IF),
+            "the dummy outlived DEL on node {}",
+            i + 1
+        );
+        let left = c
+            .node(i + 1)
+            .memifd
+            .client()
+            .list(Some(net.into()))
+            .expect("list");
+        assert!(
+            left.is_empty(),
+            "attachments left on node {}: {left:?}",
+            i + 1
+        );
+    }
+    c.publish();
+    c.node(1).wait_no_remote(net, ip2);
+    c.node(2).wait_no_remote(net, ip1);
+    for n in &c.nodes {
+        n.memifd.assert_alive();
+    }
 }

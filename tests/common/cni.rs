@@ -87,23 +87,21 @@ impl Run {
     }
 }
 
-/// One test's CNI world: CNI_PATH, libcni cache, IPAM data, a memifd.
-pub struct Cni {
+/// A runtime's side of CNI: CNI_PATH (memif-cni and Debian's reference
+/// plugins), libcni's cache, IPAM data, config files.
+pub struct Runtime {
     pub dir: TempDir,
-    pub memifd: Memifd,
 }
 
-impl Cni {
-    /// A memifd with config `memifd_config` and an empty world.
+impl Runtime {
+    /// A CNI_PATH with the plugins in a new directory named after `tag`.
     #[track_caller]
-    pub fn new(tag: &str, memifd_config: &str) -> Cni {
-        let dir = TempDir::new(tag);
-        let memifd = Memifd::start_with(&dir.path, memifd_config, &[]);
-        Cni::with(dir, memifd)
+    pub fn new(tag: &str) -> Runtime {
+        Runtime::in_dir(TempDir::new(tag))
     }
 
-    /// Around a memifd started by the caller in `dir`.
-    pub fn with(dir: TempDir, memifd: Memifd) -> Cni {
+    #[track_caller]
+    pub fn in_dir(dir: TempDir) -> Runtime {
         let bin = dir.path.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let link = |name: &str, target: &Path| {
@@ -121,7 +119,7 @@ impl Cni {
             link(p, &t);
         }
         link("cni-prev-provider", driver());
-        Cni { dir, memifd }
+        Runtime { dir }
     }
 
     pub fn bin(&self) -> PathBuf {
@@ -130,23 +128,6 @@ impl Cni {
 
     pub fn ipam_dir(&self) -> PathBuf {
         self.dir.path.join("ipam")
-    }
-
-    /// A single-plugin config: memif-cni with host-local IPAM on `subnet`.
-    pub fn conf(&self, version: &str, name: &str, subnet: &str) -> Value {
-        json!({
-            "cniVersion": version,
-            "name": name,
-            "type": "memif-cni",
-            "memifdSocket": self.memifd.api_socket(),
-            "capabilities": {"mac": true, "ips": true, "CNIDeviceInfoFile": true},
-            "ipam": {
-                "type": "host-local",
-                "dataDir": self.ipam_dir(),
-                "ranges": [[{"subnet": subnet}]],
-                "routes": [{"dst": "10.200.0.0/16"}]
-            }
-        })
     }
 
     /// Writes `conf` to a file named after `tag` and returns its path.
@@ -195,6 +176,56 @@ impl Cni {
     /// parse (1.1.0 results, STATUS, GC, broken input).
     pub fn exec(&self, env: &[(&str, &str)], stdin: &[u8]) -> Run {
         exec_plugin(env, stdin, Some(&self.bin()))
+    }
+}
+
+/// One test's CNI world: a [`Runtime`] (its methods through `Deref`) and
+/// a memifd.
+pub struct Cni {
+    pub rt: Runtime,
+    pub memifd: Memifd,
+}
+
+impl std::ops::Deref for Cni {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl Cni {
+    /// A memifd with config `memifd_config` and an empty world.
+    #[track_caller]
+    pub fn new(tag: &str, memifd_config: &str) -> Cni {
+        let dir = TempDir::new(tag);
+        let memifd = Memifd::start_with(&dir.path, memifd_config, &[]);
+        Cni::with(dir, memifd)
+    }
+
+    /// Around a memifd started by the caller in `dir`.
+    #[track_caller]
+    pub fn with(dir: TempDir, memifd: Memifd) -> Cni {
+        Cni {
+            rt: Runtime::in_dir(dir),
+            memifd,
+        }
+    }
+
+    /// A single-plugin config: memif-cni with host-local IPAM on `subnet`.
+    pub fn conf(&self, version: &str, name: &str, subnet: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": name,
+            "type": "memif-cni",
+            "memifdSocket": self.memifd.api_socket(),
+            "capabilities": {"mac": true, "ips": true, "CNIDeviceInfoFile": true},
+            "ipam": {
+                "type": "host-local",
+                "dataDir": self.ipam_dir(),
+                "ranges": [[{"subnet": subnet}]],
+                "routes": [{"dst": "10.200.0.0/16"}]
+            }
+        })
     }
 
     /// The memifd attachments of `network`.
