@@ -25,7 +25,6 @@ mod memifd_common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use cni_common::*;
 use memif_cni::api::{AttachmentKey, RxMode};
@@ -577,7 +576,7 @@ fn one_add_per_node_makes_a_network_across_nodes() {
             .get(key(&cid, IF))
             .expect("memifd attachment")
             .request;
-        pods.push((rt, f, ns, cid, req));
+        pods.push((rt, f, cid, cluster::Pod { ns, req }));
     }
     c.publish();
     let (ip1, ip2): (std::net::IpAddr, std::net::IpAddr) =
@@ -586,55 +585,16 @@ fn one_add_per_node_makes_a_network_across_nodes() {
     c.node(2).wait_remote(net, ip1);
 
     // Pod 2 answers; pod 1 pings it through both memifds and the underlay.
-    let (_, _, ns2, _, req2) = &pods[1];
-    let mut responder = spawn_memifctl_client(
-        req2,
-        &ns2.path(),
-        &[
-            "--ip".into(),
-            ip2.to_string(),
-            "--duration".into(),
-            "60".into(),
-        ],
-    );
-    wait_connected(&c.node(2).memifd, &req2.key, true);
-    let (_, _, ns1, _, req1) = &pods[0];
-    let mut ping = spawn_memifctl_client(
-        req1,
-        &ns1.path(),
-        &[
-            "--ip".into(),
-            ip1.to_string(),
-            "--ping".into(),
-            ip2.to_string(),
-            "--count".into(),
-            "3".into(),
-            "--interval".into(),
-            "0.2".into(),
-        ],
-    );
-    let st = exit_within(&mut ping, Duration::from_secs(60));
-    let out = ping.wait_with_output().expect("ping output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = responder.kill();
-    let _ = responder.wait();
-    assert!(
-        st.is_some_and(|s| s.success()) && text.contains("3 transmitted, 3 received"),
-        "ping {ip1} -> {ip2} across nodes failed:\n{text}\n--- n1 ---\n{}\n--- n2 ---\n{}",
-        c.node(1).memifd.log(),
-        c.node(2).memifd.log()
-    );
+    let responder = cluster::responder(c.node(2), &pods[1].3, &[ip2]);
+    cluster::assert_pings(&pods[0].3, ip1, ip2, &c);
+    drop(responder);
 
     // DEL on both nodes: nothing left, and each node forgets the other's pod.
-    for (i, (rt, f, ns, cid, _)) in pods.iter().enumerate() {
-        rt.lib("del", f, &ns.path().display().to_string(), IF, cid)
+    for (i, (rt, f, cid, pod)) in pods.iter().enumerate() {
+        rt.lib("del", f, &pod.ns.path().display().to_string(), IF, cid)
             .ok();
         assert!(
-            !link_exists(ns, IF),
+            !link_exists(&pod.ns, IF),
             "the dummy outlived DEL on node {}",
             i + 1
         );

@@ -18,10 +18,10 @@ mod memifd_common;
 mod testpmd;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
-use cluster::{Cluster, Peers, Pod};
+use cluster::{assert_pings, ping, ping_sized, responder, Cluster, Peers, Pod};
 use memif_cni::memif::wire::Mode;
 use memifd_common::*;
 
@@ -33,89 +33,6 @@ fn v4(test: u8, host: u8) -> IpAddr {
 
 fn v6(test: u8, host: u8) -> IpAddr {
     Ipv6Addr::new(0xfd60, test as u16, 0, 0, 0, 0, 0, host as u16).into()
-}
-
-/// `memifctl client` inside the pod, with `args`.
-fn client(pod: &Pod, args: &[String]) -> Child {
-    spawn_memifctl_client(&pod.req, &pod.ns.path(), args)
-}
-
-struct Reaper(Child);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A responder in `pod` (on `node`) answering for `ips` for a minute,
-/// connected when this returns.
-#[track_caller]
-fn responder(node: &cluster::Node, pod: &Pod, ips: &[IpAddr]) -> Reaper {
-    let mut args = vec!["--duration".to_string(), "60".to_string()];
-    for ip in ips {
-        args.push("--ip".into());
-        args.push(ip.to_string());
-    }
-    let r = Reaper(client(pod, &args));
-    wait_connected(&node.memifd, &pod.req.key, true);
-    r
-}
-
-/// Pings `dst` from `pod` (as `src`) `count` times; returns success and
-/// the client's output.
-fn ping(pod: &Pod, src: IpAddr, dst: IpAddr, count: u32) -> (bool, String) {
-    ping_sized(pod, src, dst, count, None)
-}
-
-/// As [`ping`], with `size` bytes of ICMP payload when given.
-fn ping_sized(
-    pod: &Pod,
-    src: IpAddr,
-    dst: IpAddr,
-    count: u32,
-    size: Option<usize>,
-) -> (bool, String) {
-    let mut args: Vec<String> = vec![
-        "--ip".into(),
-        src.to_string(),
-        "--ping".into(),
-        dst.to_string(),
-        "--count".into(),
-        count.to_string(),
-        "--interval".into(),
-        "0.1".into(),
-    ];
-    if let Some(n) = size {
-        args.extend(["--size".into(), n.to_string()]);
-    }
-    let mut c = client(pod, &args);
-    let st = testpmd::wait_timeout(&mut c, Duration::from_secs(30));
-    if st.is_none() {
-        let _ = c.kill();
-    }
-    let o = c.wait_with_output().expect("client output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (st.is_some_and(|s| s.success()), text)
-}
-
-#[track_caller]
-fn assert_pings(pod: &Pod, src: IpAddr, dst: IpAddr, cluster: &Cluster) {
-    let (ok, out) = ping(pod, src, dst, 3);
-    if !ok || !out.contains("3 transmitted, 3 received") {
-        let logs: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|n| format!("--- {} ---\n{}", n.name, n.memifd.log()))
-            .collect();
-        panic!("ping {src} -> {dst} failed:\n{out}\n{}", logs.join("\n"));
-    }
-    // One link: the TTL is kept across nodes.
-    assert!(out.contains("ttl=64"), "{out}");
 }
 
 #[test]
