@@ -597,10 +597,11 @@ impl Plane {
     /// What the underlay brought: up to a batch of VXLAN packets, each
     /// delivered to the local pod that owns its inner destination in the
     /// network of its VNI, or dropped and counted (never sent on: what
-    /// comes from the underlay is for this node's pods).
-    pub(super) fn underlay_rx(&mut self) {
+    /// comes from the underlay is for this node's pods). Returns how many
+    /// datagrams it took.
+    pub(super) fn underlay_rx(&mut self) -> usize {
         let Some(mut ul) = self.underlay.take() else {
-            return;
+            return 0;
         };
         let n = ul.receive();
         for i in 0..n {
@@ -663,6 +664,7 @@ impl Plane {
             self.deliver_ip(to, q, ip[0], &Out::local(ip));
         }
         self.underlay = Some(ul);
+        n
     }
 
     /// Packets the host sent into network `net`'s uplink: up to a burst.

@@ -36,9 +36,13 @@
 //!
 //! **Rx modes** per port, as its spec says: polling (busy), interrupt
 //! (sleep in epoll on the rings' eventfds, unmasked) and adaptive (poll
-//! while busy, sleep after [`ADAPTIVE_IDLE_POLLS`] empty polls). A worker
-//! whose ports all sleep blocks in `epoll_wait`: an idle node costs no
-//! CPU.
+//! while busy, sleep after [`ADAPTIVE_IDLE_POLLS`] empty polls). The
+//! uplinks and the underlay have no ring to poll; while any of a worker's
+//! ports polls or adapts, the worker keeps looking at them (with a
+//! non-blocking `epoll_wait`) for as many turns after their last packet
+//! before it sleeps, so that a steady flow from the host or another node
+//! does not pay a wake-up per packet. A worker whose ports all sleep
+//! blocks in `epoll_wait`: an idle node costs no CPU.
 //!
 //! **Copies.** Up to [`BURST`] frames per ring per turn; a frame is copied
 //! once, straight from the sender's buffers into the receiver's (only its

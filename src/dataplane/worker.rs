@@ -30,6 +30,11 @@ pub(super) struct Worker {
     scratch: Scratch,
     by_id: HashMap<AttachmentId, usize>,
     net_by_name: HashMap<String, usize>,
+    /// Connected ports in polling or adaptive mode.
+    eager: usize,
+    /// Turns left in which the worker keeps looking at its uplinks and
+    /// underlay although they were drained (see [`Worker::lingered`]).
+    linger: u32,
 }
 
 /// epoll data for the worker's own wake-up fd.
@@ -67,7 +72,27 @@ impl Worker {
             },
             by_id: HashMap::new(),
             net_by_name: HashMap::new(),
+            eager: 0,
+            linger: 0,
         }
+    }
+
+    /// After a turn that took `got` packets from the fds (uplinks,
+    /// underlay): whether the worker stays busy although they are drained.
+    /// A TUN or a socket has no ring to poll and wakes a sleeping reader
+    /// per packet (an IPI from the sender's core, a VM exit on a virtual
+    /// machine), so the uplink and underlay follow the ports' adaptive
+    /// rule: while any connected port polls or adapts, the worker keeps
+    /// turning (and looks at its fds every [`EPOLL_EVERY`] turns) for
+    /// [`ADAPTIVE_IDLE_POLLS`] turns after the last packet, then sleeps. A
+    /// worker whose ports are all in interrupt mode sleeps at once.
+    fn lingered(&mut self, got: usize) -> bool {
+        if got > 0 && self.eager > 0 {
+            self.linger = ADAPTIVE_IDLE_POLLS;
+        } else {
+            self.linger = self.linger.saturating_sub(1);
+        }
+        self.linger > 0
     }
 
     pub(super) fn run(mut self, wake: &EventFd, cmds: mpsc::Receiver<Cmd>) {
@@ -108,7 +133,8 @@ impl Worker {
                     .iter()
                     .flatten()
                     .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable))
-                || self.plane.underlay.as_ref().is_some_and(|u| u.readable);
+                || self.plane.underlay.as_ref().is_some_and(|u| u.readable)
+                || self.linger > 0;
             // Busy: look at the fds (commands, interrupts of sleeping
             // ports, uplinks) only every EPOLL_EVERY turns: the syscall
             // would otherwise cost more than a burst of frames.
@@ -173,20 +199,22 @@ impl Worker {
                     }
                 }
             }
+            let mut from_fds = 0;
             for net in 0..self.plane.nets.len() {
                 let readable = self.plane.nets[net]
                     .as_ref()
                     .and_then(|n| n.uplink.as_ref())
                     .is_some_and(|u| u.readable);
                 if readable {
-                    self.plane.uplink_rx(&mut self.scratch.packet, net);
+                    from_fds += self.plane.uplink_rx(&mut self.scratch.packet, net);
                     self.plane.flush();
                 }
             }
             if self.plane.underlay.as_ref().is_some_and(|u| u.readable) {
-                self.plane.underlay_rx();
+                from_fds += self.plane.underlay_rx();
                 self.plane.flush();
             }
+            self.lingered(from_fds);
             while let Some((slot, why)) = self.plane.leaving.pop() {
                 self.leave(&epoll, slot, why);
             }
@@ -415,6 +443,9 @@ impl Worker {
             q.set_interrupts(false);
         }
         tracing::debug!(worker = self.n, id = %a.id, rx_mode = %a.rx_mode, "interface joins the worker");
+        if a.rx_mode != RxMode::Interrupt {
+            self.eager += 1;
+        }
         let p = self.plane.port(slot);
         p.set_peer_mac(None);
         p.conn = Some(Conn {
@@ -430,6 +461,9 @@ impl Worker {
             return;
         };
         if let Some(c) = p.conn.take() {
+            if c.a.rx_mode != RxMode::Interrupt {
+                self.eager -= 1;
+            }
             for q in &c.a.conn.rx {
                 // The fd may already be closed by the peer side; ignore.
                 let _ = epoll.delete(q.event_fd());
@@ -613,5 +647,38 @@ impl Worker {
                 u.local.publish(&u.counters.published());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Worker {
+        Worker::new(0, Arc::new(|_, _, _| {}), None)
+    }
+
+    #[test]
+    fn without_a_polling_or_adaptive_port_the_fds_never_keep_the_worker_awake() {
+        let mut w = worker();
+        assert!(!w.lingered(64));
+        assert!(!w.lingered(0));
+    }
+
+    #[test]
+    fn the_fds_keep_the_worker_awake_for_the_adaptive_idle_polls_after_their_last_packet() {
+        let mut w = worker();
+        w.eager = 1;
+        assert!(w.lingered(3));
+        for turn in 1..ADAPTIVE_IDLE_POLLS {
+            assert!(w.lingered(0), "asleep after {turn} idle turns");
+        }
+        assert!(
+            !w.lingered(0),
+            "still awake after {ADAPTIVE_IDLE_POLLS} idle turns"
+        );
+        // A packet starts the count again.
+        assert!(w.lingered(1));
+        assert!(w.lingered(0));
     }
 }
