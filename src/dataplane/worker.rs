@@ -33,7 +33,7 @@ pub(super) struct Worker {
     /// Connected ports in polling or adaptive mode.
     eager: usize,
     /// Turns left in which the worker keeps looking at its uplinks and
-    /// underlay although they were drained (see [`Worker::lingered`]).
+    /// underlay although they were drained (see [`Worker::linger_after`]).
     linger: u32,
 }
 
@@ -78,7 +78,7 @@ impl Worker {
     }
 
     /// After a turn that took `got` packets from the fds (uplinks,
-    /// underlay): whether the worker stays busy although they are drained.
+    /// underlay): how long the worker stays busy although they are drained.
     /// A TUN or a socket has no ring to poll and wakes a sleeping reader
     /// per packet (an IPI from the sender's core, a VM exit on a virtual
     /// machine), so the uplink and underlay follow the ports' adaptive
@@ -86,12 +86,15 @@ impl Worker {
     /// turning (and looks at its fds every [`EPOLL_EVERY`] turns) for
     /// [`ADAPTIVE_IDLE_POLLS`] turns after the last packet, then sleeps. A
     /// worker whose ports are all in interrupt mode sleeps at once.
-    fn lingered(&mut self, got: usize) -> bool {
+    fn linger_after(&mut self, got: usize) {
         if got > 0 && self.eager > 0 {
             self.linger = ADAPTIVE_IDLE_POLLS;
         } else {
             self.linger = self.linger.saturating_sub(1);
         }
+    }
+
+    fn lingering(&self) -> bool {
         self.linger > 0
     }
 
@@ -134,7 +137,7 @@ impl Worker {
                     .flatten()
                     .any(|n| n.uplink.as_ref().is_some_and(|u| u.readable))
                 || self.plane.underlay.as_ref().is_some_and(|u| u.readable)
-                || self.linger > 0;
+                || self.lingering();
             // Busy: look at the fds (commands, interrupts of sleeping
             // ports, uplinks) only every EPOLL_EVERY turns: the syscall
             // would otherwise cost more than a burst of frames.
@@ -214,7 +217,7 @@ impl Worker {
                 from_fds += self.plane.underlay_rx();
                 self.plane.flush();
             }
-            self.lingered(from_fds);
+            self.linger_after(from_fds);
             while let Some((slot, why)) = self.plane.leaving.pop() {
                 self.leave(&epoll, slot, why);
             }
@@ -661,24 +664,31 @@ mod tests {
     #[test]
     fn without_a_polling_or_adaptive_port_the_fds_never_keep_the_worker_awake() {
         let mut w = worker();
-        assert!(!w.lingered(64));
-        assert!(!w.lingered(0));
+        w.linger_after(64);
+        assert!(!w.lingering());
+        w.linger_after(0);
+        assert!(!w.lingering());
     }
 
     #[test]
     fn the_fds_keep_the_worker_awake_for_the_adaptive_idle_polls_after_their_last_packet() {
         let mut w = worker();
         w.eager = 1;
-        assert!(w.lingered(3));
+        w.linger_after(3);
+        assert!(w.lingering());
         for turn in 1..ADAPTIVE_IDLE_POLLS {
-            assert!(w.lingered(0), "asleep after {turn} idle turns");
+            w.linger_after(0);
+            assert!(w.lingering(), "asleep after {turn} idle turns");
         }
+        w.linger_after(0);
         assert!(
-            !w.lingered(0),
+            !w.lingering(),
             "still awake after {ADAPTIVE_IDLE_POLLS} idle turns"
         );
         // A packet starts the count again.
-        assert!(w.lingered(1));
-        assert!(w.lingered(0));
+        w.linger_after(1);
+        assert!(w.lingering());
+        w.linger_after(0);
+        assert!(w.lingering());
     }
 }
