@@ -12,7 +12,7 @@
 # Needs root and dpdk-testpmd (bash e2e/deps.sh); installs valgrind when
 # missing (only that, as e2e/lib/pkgs.sh does: nothing upgraded).
 #   sudo bash e2e/bench-dataplane.sh [--reps 10] [--both-reps 6] [--swap-reps 6] [--samples 1] [--bursts 8] [--idle 100] [--kernel-reps 3]
-#        [--rtt-rounds 6] [--rtt-trips 20000] [--uplink-reps 5] [--uplink-window 2] [--uplink-only pod-host|host-pod|veth]
+#        [--rtt-rounds 16] [--rtt-trips 20000] [--uplink-reps 5] [--uplink-window 2] [--uplink-only pod-host|host-pod|veth]
 #        [--memifd-before PATH] [--only a,a',a'',b,c,d,e,f]
 #   DP_INSTR_ARGS="--packets 1200000 --pairs 3 --top 8 --keep" passes options to dp_instr.
 set -euo pipefail

@@ -221,6 +221,48 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A distribution-free confidence interval of the median of `v`, at 95% or
+/// more: the k-th smallest and the k-th largest value, for the largest k
+/// with P(Binomial(n, 1/2) < k) <= 2.5% (order statistics; it assumes
+/// nothing about the spread). None below six values, where no k works.
+pub fn median_ci(mut v: Vec<f64>) -> Option<(f64, f64)> {
+    let n = v.len();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut pmf = 0.5f64.powi(n as i32);
+    let mut below = 0.0;
+    let mut k = 0;
+    for j in 0..n {
+        // P(X <= j).
+        below += pmf;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        pmf *= (n - j) as f64 / (j + 1) as f64;
+    }
+    (k >= 1).then(|| (v[k - 1], v[n - k]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_ci;
+
+    #[test]
+    fn median_ci_takes_the_binomial_order_statistics() {
+        let v = |n: usize| (1..=n).map(|i| i as f64).collect::<Vec<_>>();
+        // Five values: even min..max covers only 93.75%.
+        assert_eq!(median_ci(v(5)), None);
+        // Six: min..max covers 96.9%.
+        assert_eq!(median_ci(v(6)), Some((1.0, 6.0)));
+        // Seventeen: P(X <= 4) = 0.0245, P(X <= 5) = 0.0717.
+        assert_eq!(median_ci(v(17)), Some((5.0, 13.0)));
+        // Order does not matter.
+        let mut r = v(17);
+        r.reverse();
+        assert_eq!(median_ci(r), Some((5.0, 13.0)));
+    }
+}
+
 /// Samples `rate()`-style counters: the median over `samples` one-second
 /// windows after a half-second warm-up, in packets per second.
 pub fn sample(samples: usize, mut count: impl FnMut() -> u64) -> f64 {

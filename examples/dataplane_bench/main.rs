@@ -35,7 +35,13 @@
 //! (one band, or two split at the widest gap), and a pair counts for a
 //! band when both its rounds fell in it. Each band with at least three
 //! pairs gives a ratio (the median of its pairs'); the verdict is the
-//! worse of them, "inconclusive" if no band has three. (b) runs
+//! worse of them, "inconclusive" if no band has three. Beside each median
+//! is its 95% interval (order statistics, from six pairs on): one pair's
+//! ratio here spreads by +-15% even within a band, so a median a few
+//! percent from the target is only told apart from it with many pairs
+//! (`--reps 40`), and the verdict says when the interval straddles 1.05.
+//! With `--memifd-before PATH`, the same holds for after / before, per
+//! band, from the triples whose two memifd rounds saw that band. (b) runs
 //! `--kernel-reps` times after (a); its ratio uses memifd's rate in its
 //! slower band.
 //! (a') a diagnostic, no target: (a) with both ports injecting
@@ -75,7 +81,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{attach, median, pin, probe, sample, sh, Daemon, Namespaces};
+use harness::{attach, median, median_ci, pin, probe, sample, sh, Daemon, Namespaces};
 use memif_cni::api::RxMode;
 use memif_cni::memif::socket::Channel;
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
@@ -116,7 +122,7 @@ fn args() -> Args {
         kernel_reps: 3,
         both_reps: 6,
         swap_reps: 6,
-        rtt_rounds: 6,
+        rtt_rounds: 16,
         rtt_trips: 20000,
         only: String::new(),
         uplink: uplink::Opts::default(),
@@ -262,6 +268,10 @@ struct Round {
 /// Probes closer than this factor saw the same placement.
 const STEADY: f64 = 1.3;
 
+/// Steady rounds whose probes differ by more than this factor saw two
+/// placements (bands).
+const BAND: f64 = 1.5;
+
 /// (a), (a') or (a'') as `lp` says, `reps` pairs: both loops set up
 /// once, side by side, and measured in alternation (ABBA order), so that
 /// each pair of rounds sees the same machine. memifd's two ports are
@@ -369,10 +379,11 @@ fn run_loops(
                 }
                 let o = o.expect("ran");
                 eprintln!(
-                    "{tag} pair {}: memifd before {:.2} Mpps (probe {:.0} ns)",
+                    "{tag} pair {}: memifd before {:.2} Mpps (probe {:.0} ns{})",
                     rep + 1,
                     o.pps / 1e6,
-                    o.place
+                    o.place,
+                    if o.steady { "" } else { ", moved" }
                 );
                 olds.push(o);
                 (m.expect("ran"), t.expect("ran"))
@@ -569,13 +580,26 @@ struct Bands {
     /// Medians over all pairs (Mpps): memifd's loop, testpmd's loop.
     memifd: f64,
     testpmd: f64,
-    /// Per band: (probe ns, pairs, median ratio).
-    bands: Vec<(f64, usize, f64)>,
+    /// Per band: (probe ns, pairs, median ratio, its 95% interval).
+    bands: Vec<(f64, usize, f64, Option<Interval>)>,
     left_out: usize,
-    /// The worse ratio of the bands with at least [`Bands::MIN_PAIRS`].
-    worst: Option<f64>,
+    /// The worse ratio of the bands with at least [`Bands::MIN_PAIRS`],
+    /// and its band's 95% interval.
+    worst: Option<(f64, Option<Interval>)>,
+    /// Probes above this are the second band.
+    cut: f64,
     /// memifd's loop in its slower band (all pairs if none counts).
     slow_memifd: f64,
+}
+
+/// A median's 95% interval ([`median_ci`]): its low and high end.
+type Interval = (f64, f64);
+
+/// A median's 95% interval as printed beside it.
+fn ci_text(ci: Option<Interval>) -> String {
+    ci.map_or("(95%: too few)".into(), |(lo, hi)| {
+        format!("(95%: {lo:.2}-{hi:.2})")
+    })
 }
 
 impl Bands {
@@ -597,7 +621,7 @@ impl Bands {
                 (1.0, f64::MAX),
                 |best, g| if g.0 > best.0 { g } else { best },
             );
-        let cut = if split.0 > 1.5 { split.1 } else { f64::MAX };
+        let cut = if split.0 > BAND { split.1 } else { f64::MAX };
         let band_of = |r: &Round| usize::from(r.place > cut);
         let mut out = Bands {
             memifd: median(pairs.iter().map(|p| p.0.pps).collect()),
@@ -605,6 +629,7 @@ impl Bands {
             bands: Vec::new(),
             left_out: pairs.len(),
             worst: None,
+            cut,
             slow_memifd: f64::MAX,
         };
         for b in 0..2 {
@@ -624,15 +649,17 @@ impl Bands {
                     .map(|r| r.place)
                     .collect(),
             );
-            let x = median(in_band.iter().map(|(m, t)| m / t).collect());
+            let ratios: Vec<f64> = in_band.iter().map(|(m, t)| m / t).collect();
+            let x = median(ratios.clone());
+            let ci = median_ci(ratios);
             let n = in_band.len();
             out.left_out -= n;
-            if n >= Self::MIN_PAIRS {
-                out.worst = Some(out.worst.map_or(x, |w: f64| w.min(x)));
+            if n >= Self::MIN_PAIRS && out.worst.is_none_or(|w| x < w.0) {
+                out.worst = Some((x, ci));
             }
             let slow = median(in_band.iter().map(|p| p.0).collect());
             out.slow_memifd = out.slow_memifd.min(slow);
-            out.bands.push((probe_ns, n, x));
+            out.bands.push((probe_ns, n, x, ci));
         }
         if out.slow_memifd == f64::MAX {
             out.slow_memifd = out.memifd;
@@ -641,7 +668,12 @@ impl Bands {
     }
 
     fn worst_text(&self) -> String {
-        self.worst.map_or("-".into(), |w| format!("{w:.2}"))
+        self.worst.map_or("-".into(), |w| format!("{:.2}", w.0))
+    }
+
+    /// Which band a steady round's probe falls in.
+    fn band_of(&self, r: &Round) -> usize {
+        usize::from(r.place > self.cut)
     }
 
     /// The rates and the per-band rows, labelled `what`.
@@ -655,14 +687,15 @@ impl Bands {
             self.testpmd / 1e6
         );
         let tag = &what[..what.find(' ').unwrap_or(what.len())];
-        for &(probe_ns, n, x) in &self.bands {
+        for &(probe_ns, n, x, ci) in &self.bands {
             let note = if n >= Self::MIN_PAIRS {
                 ""
             } else {
                 " (too few pairs to count)"
             };
             println!(
-                "| {tag} memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} | {target} |"
+                "| {tag} memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} {} | {target} |",
+                ci_text(ci)
             );
         }
         if self.left_out > 0 {
@@ -752,12 +785,18 @@ fn main() {
     let bands = io.as_ref().map(|(pairs, olds)| {
         let io = Bands::of(pairs);
         io.print("(a) io loop from port 0", ">= 1.05");
+        // The verdict is the median's; the interval says whether the
+        // pairs' spread could have put it on the other side of 1.05.
         println!(
             "| (a) memifd / testpmd, the worse placement | | {} | >= 1.05 {} |",
             io.worst_text(),
             match io.worst {
                 None => "inconclusive: too few comparable pairs",
-                Some(x) if x >= 1.05 => "met",
+                Some((x, Some((lo, _)))) if x >= 1.05 && lo >= 1.05 => "met",
+                Some((x, _)) if x >= 1.05 => "met (its 95% interval reaches below)",
+                Some((_, Some((_, hi)))) if hi >= 1.05 => {
+                    "NOT MET (its 95% interval reaches above)"
+                }
                 Some(_) => "NOT MET",
             }
         );
@@ -769,6 +808,35 @@ fn main() {
                     .map(|((m, _), o)| m.pps / o.pps)
                     .collect(),
             );
+            // Triples whose two memifd rounds saw the same steady band.
+            for b in 0..2 {
+                let r: Vec<f64> = pairs
+                    .iter()
+                    .zip(olds)
+                    .filter(|((m, _), o)| {
+                        m.steady && o.steady && io.band_of(m) == b && io.band_of(o) == b
+                    })
+                    .map(|((m, _), o)| m.pps / o.pps)
+                    .collect();
+                if r.is_empty() {
+                    continue;
+                }
+                let probe_ns = median(
+                    pairs
+                        .iter()
+                        .zip(olds)
+                        .flat_map(|((m, _), o)| [m, o])
+                        .filter(|r| r.steady && io.band_of(r) == b)
+                        .map(|r| r.place)
+                        .collect(),
+                );
+                println!(
+                    "| (a) memifd after / before, both at placement probe ~{probe_ns:.0} ns | {} triples | {:.2} {} | |",
+                    r.len(),
+                    median(r.clone()),
+                    ci_text(median_ci(r))
+                );
+            }
             let before_tp = median(
                 pairs
                     .iter()
@@ -853,9 +921,9 @@ fn main() {
     let fig = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
     println!(
         "dataplane: a {}, instr memifd/testpmd {}, rtt p50 memifd/testpmd {}, uplink/veth {}",
-        fig(bands.as_ref().and_then(|b| b.worst)),
+        fig(bands.as_ref().and_then(|b| b.worst).map(|w| w.0)),
         fig(instr),
-        fig(latency.as_ref().map(|l| l.p50_ratio)),
+        fig(latency.as_ref().and_then(|l| l.p50_ratio)),
         fig(host_path.as_ref().map(uplink::HostPath::worst)),
     );
     drop(ns);
