@@ -250,7 +250,7 @@ fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>) -> Round {
     Round {
         pps,
         place: (before + after) / 2.0,
-        steady: before.max(after) < STEADY * before.min(after),
+        steady: agree(before, after, STEADY),
     }
 }
 
@@ -271,6 +271,11 @@ const STEADY: f64 = 1.3;
 /// Steady rounds whose probes differ by more than this factor saw two
 /// placements (bands).
 const BAND: f64 = 1.5;
+
+/// Whether two probes are within `factor` of each other.
+fn agree(x: f64, y: f64, factor: f64) -> bool {
+    x.max(y) < factor * x.min(y)
+}
 
 /// (a), (a') or (a'') as `lp` says, `reps` pairs: both loops set up
 /// once, side by side, and measured in alternation (ABBA order), so that
@@ -622,7 +627,6 @@ impl Bands {
                 |best, g| if g.0 > best.0 { g } else { best },
             );
         let cut = if split.0 > BAND { split.1 } else { f64::MAX };
-        let band_of = |r: &Round| usize::from(r.place > cut);
         let mut out = Bands {
             memifd: median(pairs.iter().map(|p| p.0.pps).collect()),
             testpmd: median(pairs.iter().map(|p| p.1.pps).collect()),
@@ -635,20 +639,13 @@ impl Bands {
         for b in 0..2 {
             let in_band: Vec<(f64, f64)> = pairs
                 .iter()
-                .filter(|(m, t)| m.steady && t.steady && band_of(m) == b && band_of(t) == b)
+                .filter(|(m, t)| out.both_in(b, m, t))
                 .map(|(m, t)| (m.pps, t.pps))
                 .collect();
             if in_band.is_empty() {
                 continue;
             }
-            let probe_ns = median(
-                pairs
-                    .iter()
-                    .flat_map(|(m, t)| [m, t])
-                    .filter(|r| r.steady && band_of(r) == b)
-                    .map(|r| r.place)
-                    .collect(),
-            );
+            let probe_ns = out.probe_in(b, pairs.iter().flat_map(|(m, t)| [m, t]));
             let ratios: Vec<f64> = in_band.iter().map(|(m, t)| m / t).collect();
             let x = median(ratios.clone());
             let ci = median_ci(ratios);
@@ -674,6 +671,21 @@ impl Bands {
     /// Which band a steady round's probe falls in.
     fn band_of(&self, r: &Round) -> usize {
         usize::from(r.place > self.cut)
+    }
+
+    /// Whether both rounds were steady and in band `b`.
+    fn both_in(&self, b: usize, x: &Round, y: &Round) -> bool {
+        x.steady && y.steady && self.band_of(x) == b && self.band_of(y) == b
+    }
+
+    /// The median probe of the steady `rounds` in band `b`.
+    fn probe_in<'r>(&self, b: usize, rounds: impl Iterator<Item = &'r Round>) -> f64 {
+        median(
+            rounds
+                .filter(|r| r.steady && self.band_of(r) == b)
+                .map(|r| r.place)
+                .collect(),
+        )
     }
 
     /// The rates and the per-band rows, labelled `what`.
@@ -813,23 +825,14 @@ fn main() {
                 let r: Vec<f64> = pairs
                     .iter()
                     .zip(olds)
-                    .filter(|((m, _), o)| {
-                        m.steady && o.steady && io.band_of(m) == b && io.band_of(o) == b
-                    })
+                    .filter(|((m, _), o)| io.both_in(b, m, o))
                     .map(|((m, _), o)| m.pps / o.pps)
                     .collect();
                 if r.is_empty() {
                     continue;
                 }
-                let probe_ns = median(
-                    pairs
-                        .iter()
-                        .zip(olds)
-                        .flat_map(|((m, _), o)| [m, o])
-                        .filter(|r| r.steady && io.band_of(r) == b)
-                        .map(|r| r.place)
-                        .collect(),
-                );
+                let probe_ns =
+                    io.probe_in(b, pairs.iter().zip(olds).flat_map(|((m, _), o)| [m, o]));
                 println!(
                     "| (a) memifd after / before, both at placement probe ~{probe_ns:.0} ns | {} triples | {:.2} {} | |",
                     r.len(),

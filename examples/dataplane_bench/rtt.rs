@@ -32,7 +32,7 @@ use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
 
 use crate::harness::{attach, median, pin, probe, Daemon};
 use crate::testpmd::{Testpmd, TestpmdOpts};
-use crate::{BAND, STEADY};
+use crate::{agree, BAND, STEADY};
 
 /// Trips per round left out while caches and branch predictors settle.
 const WARMUP: usize = 1000;
@@ -238,9 +238,8 @@ pub fn run(memifd: &Path, ns: &str, dir: &Path, rounds: usize, per_round: usize)
         // Each measurement steady (its probes agree), both in one band.
         let held = match places.as_slice() {
             &[a, b, c, d] => {
-                let steady = |x: f64, y: f64| x.max(y) < STEADY * x.min(y);
                 let (p, q) = ((a + b) / 2.0, (c + d) / 2.0);
-                steady(a, b) && steady(c, d) && p.max(q) < BAND * p.min(q)
+                agree(a, b, STEADY) && agree(c, d, STEADY) && agree(p, q, BAND)
             }
             _ => false,
         };
