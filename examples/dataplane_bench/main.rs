@@ -41,7 +41,12 @@
 //! percent from the target is only told apart from it with many pairs
 //! (`--reps 40`), and the verdict says when the interval straddles 1.05.
 //! With `--memifd-before PATH`, the same holds for after / before, per
-//! band, from the triples whose two memifd rounds saw that band. (b) runs
+//! band, from the triples whose two memifd rounds saw that band. While
+//! memifd's rounds sample, a thread reads its rings through its API every
+//! 100 ms: the share of the loop's waiting frames that wait in memifd's
+//! receive ring rather than in the loop testpmd's says which of the two is
+//! the slower stage, that is what the round measured (printed per pair and
+//! per band). (b) runs
 //! `--kernel-reps` times after (a); its ratio uses memifd's rate in its
 //! slower band.
 //! (a') a diagnostic, no target: (a) with both ports injecting
@@ -82,7 +87,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{attach, median, median_ci, pin, probe, sample, sh, Daemon, Namespaces};
-use memif_cni::api::RxMode;
+use memif_cni::api::{AttachmentKey, Client, RxMode};
 use memif_cni::memif::socket::Channel;
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
 use memif_cni::netns::NetnsGuard;
@@ -215,7 +220,7 @@ fn loop_count(t: &mut Testpmd) -> u64 {
 /// One measured round of a loop: (re)starts the loop testpmd (injecting
 /// frames, as `inject` says, the first time only: what is in flight stays
 /// in the rings between rounds, `--no-flush-rx`), samples, stops it.
-fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>) -> Round {
+fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>, watch: Option<&Watch>) -> Round {
     let before = probe();
     if let Some(lp) = inject {
         // A memif client posts its receive buffers on its first rx burst:
@@ -241,7 +246,10 @@ fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>) -> Round {
     } else {
         t.cmd("start");
     }
-    let pps = sample(a.samples, || loop_count(t));
+    let (pps, held) = match watch {
+        Some(w) => w.during(|| sample(a.samples, || loop_count(t))),
+        None => (sample(a.samples, || loop_count(t)), None),
+    };
     let out = t.cmd("stop");
     if std::env::var_os("DP_BENCH_DEBUG").is_some() {
         eprintln!("{out}");
@@ -251,6 +259,64 @@ fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>) -> Round {
         pps,
         place: (before + after) / 2.0,
         steady: agree(before, after, STEADY),
+        held,
+    }
+}
+
+/// Where a loop through memifd keeps its frames, read from memifd's rings
+/// (its API) while a round samples: frames wait either in memifd's receive
+/// ring (port `from`'s slave-to-master ring, published and not consumed)
+/// or in the loop testpmd's (port `to`'s master-to-slave ring, filled and
+/// not yet given back). They pile up before the slower stage of the loop.
+struct Watch<'d> {
+    daemon: &'d Daemon,
+    from: AttachmentKey,
+    to: AttachmentKey,
+}
+
+impl Watch<'_> {
+    /// Runs `f` while a thread reads the rings every 100 ms; returns `f`'s
+    /// result and the median share of the frames that waited in memifd
+    /// (None if no reading found any).
+    fn during<R>(&self, f: impl FnOnce() -> R) -> (R, Option<f64>) {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut c = self.daemon.client();
+                let mut shares = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    shares.extend(self.share(&mut c));
+                }
+                (!shares.is_empty()).then(|| median(shares))
+            });
+            let r = f();
+            stop.store(true, Ordering::Relaxed);
+            (r, reader.join().expect("ring reader"))
+        })
+    }
+
+    /// One reading: the share of the waiting frames that wait in memifd.
+    fn share(&self, c: &mut Client) -> Option<f64> {
+        let rx = c
+            .get(self.from.clone())
+            .ok()?
+            .connection?
+            .s2m
+            .into_iter()
+            .next()?;
+        let tx = c
+            .get(self.to.clone())
+            .ok()?
+            .connection?
+            .m2s
+            .into_iter()
+            .next()?;
+        let in_memifd = f64::from(rx.head.wrapping_sub(rx.tail));
+        let posted = f64::from(tx.head.wrapping_sub(tx.tail));
+        let in_loop = (f64::from(tx.size) - posted).max(0.0);
+        let all = in_memifd + in_loop;
+        (all > 0.0).then(|| in_memifd / all)
     }
 }
 
@@ -263,6 +329,11 @@ struct Round {
     /// The probes before and after agree (within [`STEADY`]): the vCPUs
     /// did not move (much) during the round.
     steady: bool,
+    /// memifd's rounds: the share of the loop's waiting frames that waited
+    /// in memifd ([`Watch`]). Near 1: memifd was the slower stage, the
+    /// round measured it; near 0: the loop testpmd was, and the round
+    /// measured the loop testpmd more than memifd.
+    held: Option<f64>,
 }
 
 /// Probes closer than this factor saw the same placement.
@@ -307,7 +378,7 @@ fn run_loops(
         d
     });
     let net = format!("dp-bench-{pid}");
-    attach(
+    let r0 = attach(
         &d,
         ns,
         "bench-p0",
@@ -344,6 +415,11 @@ fn run_loops(
         .as_ref()
         .map(|_| loop_testpmd(ns, dir, lp, "before", "memif-o0", "memif-o1"));
     let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
+    let watch = Watch {
+        daemon: &d,
+        from: r0.key.clone(),
+        to: r1.key.clone(),
+    };
     let mut pairs = Vec::new();
     let mut olds = Vec::new();
     for rep in 0..reps {
@@ -352,14 +428,14 @@ fn run_loops(
             if only == "testpmd" {
                 return Round::default();
             }
-            round(a, t, inject)
+            round(a, t, inject, Some(&watch))
         };
         let testpmd_round = |mid: &mut Testpmd, t: &mut Testpmd| {
             if only == "memifd" {
                 return Round::default();
             }
             mid.cmd("start");
-            let r = round(a, t, inject);
+            let r = round(a, t, inject, None);
             mid.cmd("stop");
             r
         };
@@ -379,7 +455,7 @@ fn run_loops(
                     match (rep + k) % 3 {
                         0 => m = Some(memifd_round(&mut via_memifd)),
                         1 => t = Some(testpmd_round(&mut mid, &mut via_mid)),
-                        _ => o = Some(round(a, vb, inject)),
+                        _ => o = Some(round(a, vb, inject, None)),
                     }
                 }
                 let o = o.expect("ran");
@@ -395,11 +471,12 @@ fn run_loops(
             }
         };
         eprintln!(
-            "{tag} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
+            "{tag} pair {}: memifd {:.2} Mpps (probe {:.0} ns{}{}), testpmd {:.2} Mpps (probe {:.0} ns{}), ratio {:.2}",
             rep + 1,
             m.pps / 1e6,
             m.place,
             if m.steady { "" } else { ", moved" },
+            m.held.map_or(String::new(), |h| format!(", {:.0}% of the waiting frames in memifd", 100.0 * h)),
             t.pps / 1e6,
             t.place,
             if t.steady { "" } else { ", moved" },
@@ -585,8 +662,7 @@ struct Bands {
     /// Medians over all pairs (Mpps): memifd's loop, testpmd's loop.
     memifd: f64,
     testpmd: f64,
-    /// Per band: (probe ns, pairs, median ratio, its 95% interval).
-    bands: Vec<(f64, usize, f64, Option<Interval>)>,
+    bands: Vec<Band>,
     left_out: usize,
     /// The worse ratio of the bands with at least [`Bands::MIN_PAIRS`],
     /// and its band's 95% interval.
@@ -595,6 +671,19 @@ struct Bands {
     cut: f64,
     /// memifd's loop in its slower band (all pairs if none counts).
     slow_memifd: f64,
+}
+
+/// One placement band of [`Bands`].
+struct Band {
+    /// The median probe (ns) of its steady rounds.
+    probe_ns: f64,
+    pairs: usize,
+    /// The median of its pairs' memifd / testpmd, and its 95% interval.
+    ratio: f64,
+    ci: Option<Interval>,
+    /// The median share of memifd's waiting frames that waited in memifd
+    /// ([`Round::held`]).
+    held: Option<f64>,
 }
 
 /// A median's 95% interval ([`median_ci`]): its low and high end.
@@ -642,6 +731,12 @@ impl Bands {
                 .filter(|(m, t)| out.both_in(b, m, t))
                 .map(|(m, t)| (m.pps, t.pps))
                 .collect();
+            let held: Vec<f64> = pairs
+                .iter()
+                .filter(|(m, t)| out.both_in(b, m, t))
+                .filter_map(|(m, _)| m.held)
+                .collect();
+            let held = (!held.is_empty()).then(|| median(held));
             if in_band.is_empty() {
                 continue;
             }
@@ -656,7 +751,13 @@ impl Bands {
             }
             let slow = median(in_band.iter().map(|p| p.0).collect());
             out.slow_memifd = out.slow_memifd.min(slow);
-            out.bands.push((probe_ns, n, x, ci));
+            out.bands.push(Band {
+                probe_ns,
+                pairs: n,
+                ratio: x,
+                ci,
+                held,
+            });
         }
         if out.slow_memifd == f64::MAX {
             out.slow_memifd = out.memifd;
@@ -699,7 +800,14 @@ impl Bands {
             self.testpmd / 1e6
         );
         let tag = &what[..what.find(' ').unwrap_or(what.len())];
-        for &(probe_ns, n, x, ci) in &self.bands {
+        for &Band {
+            probe_ns,
+            pairs: n,
+            ratio: x,
+            ci,
+            held,
+        } in &self.bands
+        {
             let note = if n >= Self::MIN_PAIRS {
                 ""
             } else {
@@ -709,6 +817,12 @@ impl Bands {
                 "| {tag} memifd / testpmd, pairs at placement probe ~{probe_ns:.0} ns{note} | {n} pairs | {x:.2} {} | {target} |",
                 ci_text(ci)
             );
+            if let Some(h) = held {
+                println!(
+                    "| {tag} of those memifd rounds' waiting frames, the share in memifd (1: memifd the slower stage; 0: the loop testpmd) | {:.0}% | | |",
+                    100.0 * h
+                );
+            }
         }
         if self.left_out > 0 {
             println!(
