@@ -87,7 +87,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{attach, median, median_ci, pin, probe, sample, sh, Daemon, Namespaces};
-use memif_cni::api::{AttachmentKey, Client, RxMode};
+use memif_cni::api::{AttachmentKey, Client, ConnectionInfo, RingState, RxMode};
 use memif_cni::memif::socket::Channel;
 use memif_cni::memif::{SlaveConfig, SlaveConnection, SocketAddr};
 use memif_cni::netns::NetnsGuard;
@@ -263,6 +263,17 @@ fn round(a: &Args, t: &mut Testpmd, inject: Option<Loop>, watch: Option<&Watch>)
     }
 }
 
+/// Ring 0 of an attachment's live connection, as `rings` picks (its
+/// slave-to-master or master-to-slave rings).
+fn first_ring(
+    c: &mut Client,
+    key: &AttachmentKey,
+    rings: impl FnOnce(ConnectionInfo) -> Vec<RingState>,
+) -> Option<RingState> {
+    let conn = c.get(key.clone()).ok()?.connection?;
+    rings(conn).into_iter().next()
+}
+
 /// Where a loop through memifd keeps its frames, read from memifd's rings
 /// (its API) while a round samples: frames wait either in memifd's receive
 /// ring (port `from`'s slave-to-master ring, published and not consumed)
@@ -298,20 +309,8 @@ impl Watch<'_> {
 
     /// One reading: the share of the waiting frames that wait in memifd.
     fn share(&self, c: &mut Client) -> Option<f64> {
-        let rx = c
-            .get(self.from.clone())
-            .ok()?
-            .connection?
-            .s2m
-            .into_iter()
-            .next()?;
-        let tx = c
-            .get(self.to.clone())
-            .ok()?
-            .connection?
-            .m2s
-            .into_iter()
-            .next()?;
+        let rx = first_ring(c, &self.from, |conn| conn.s2m)?;
+        let tx = first_ring(c, &self.to, |conn| conn.m2s)?;
         let in_memifd = f64::from(rx.head.wrapping_sub(rx.tail));
         let posted = f64::from(tx.head.wrapping_sub(tx.tail));
         let in_loop = (f64::from(tx.size) - posted).max(0.0);
