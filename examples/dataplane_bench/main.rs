@@ -416,7 +416,7 @@ fn run_loops(
     let only = std::env::var("DP_BENCH_ONLY").unwrap_or_default();
     let watch = Watch {
         daemon: &d,
-        from: r0.key.clone(),
+        from: r0.key,
         to: r1.key.clone(),
     };
     let mut pairs = Vec::new();
@@ -725,20 +725,14 @@ impl Bands {
             slow_memifd: f64::MAX,
         };
         for b in 0..2 {
-            let in_band: Vec<(f64, f64)> = pairs
-                .iter()
-                .filter(|(m, t)| out.both_in(b, m, t))
-                .map(|(m, t)| (m.pps, t.pps))
-                .collect();
-            let held: Vec<f64> = pairs
-                .iter()
-                .filter(|(m, t)| out.both_in(b, m, t))
-                .filter_map(|(m, _)| m.held)
-                .collect();
-            let held = (!held.is_empty()).then(|| median(held));
+            let in_band: Vec<&(Round, Round)> =
+                pairs.iter().filter(|(m, t)| out.both_in(b, m, t)).collect();
             if in_band.is_empty() {
                 continue;
             }
+            let held: Vec<f64> = in_band.iter().filter_map(|(m, _)| m.held).collect();
+            let held = (!held.is_empty()).then(|| median(held));
+            let in_band: Vec<(f64, f64)> = in_band.iter().map(|(m, t)| (m.pps, t.pps)).collect();
             let probe_ns = out.probe_in(b, pairs.iter().flat_map(|(m, t)| [m, t]));
             let ratios: Vec<f64> = in_band.iter().map(|(m, t)| m / t).collect();
             let x = median(ratios.clone());
