@@ -661,6 +661,105 @@ fn short_frames_carry_nothing_past_their_end() {
     );
 }
 
+/// One burst from a pod that goes to several destinations: forwarding
+/// takes runs of frames for one destination at a time, finding each
+/// destination once a run, and hands the frames it cannot take (an ip-mode
+/// pod, a broadcast, an unknown address) to the general path in between.
+/// Every frame must arrive whole, in order, at its own pod.
+#[test]
+fn a_burst_for_several_pods_is_split_between_them_in_order() {
+    preflight_dataplane(false);
+    let dir = TempDir::new("dp-runs");
+    let m = Memifd::start(&dir.path);
+    let net = network("runs");
+    let t = 10;
+    let pod = |tag, mode, host| {
+        Pod::plain(
+            &m,
+            tag,
+            &net,
+            mode,
+            vec![v4(t, host).into(), v6(t, host).into()],
+            RxMode::Polling,
+        )
+    };
+    let a = pod("runs-a", Mode::Ethernet, 2);
+    let b = pod("runs-b", Mode::Ethernet, 3);
+    let c = pod("runs-c", Mode::Ethernet, 4);
+    let d = pod("runs-d", Mode::Ip, 5);
+    let mut sa = a.slave(&m, 2048);
+    let mut sb = b.slave(&m, 2048);
+    let mut sc = c.slave(&m, 2048);
+    let mut sd = d.slave(&m, 2048);
+    let (a4, b4, c4, d4) = (
+        v4(t, 2).into(),
+        v4(t, 3).into(),
+        v4(t, 4).into(),
+        v4(t, 5).into(),
+    );
+    let (a6, b6) = (v6(t, 2).into(), v6(t, 3).into());
+    let (to_a, from_a) = (mac("02:00:00:00:00:01"), mac("02:00:00:00:aa:0a"));
+    // A's MAC is learned first (the fast path takes frames from the
+    // learned MAC only).
+    let ip = udp(a4, b4, 64, b"learn");
+    send(&mut sa, &eth(to_a, from_a, &ip));
+    expect_frame(&mut sb, "A to B, first");
+
+    let to = |dst, n: u32, len| eth(to_a, from_a, &udp(a4, dst, 64, &payload(n, len)));
+    let burst = [
+        (Some('b'), to(b4, 1, 20)),
+        (Some('b'), to(b4, 2, 300)),
+        (Some('c'), to(c4, 3, 20)),
+        (Some('d'), to(d4, 4, 20)),
+        (Some('c'), to(c4, 5, 1200)),
+        (None, to(Ipv4Addr::BROADCAST.into(), 6, 20)),
+        (
+            Some('b'),
+            eth(to_a, from_a, &udp(a6, b6, 64, &payload(7, 40))),
+        ),
+        (Some('a'), to(a4, 8, 20)),
+        // For the host (an address of no pod), with a TTL the uplink
+        // drops: it never leaves memifd.
+        (
+            None,
+            eth(to_a, from_a, &udp(a4, v4(t, 99).into(), 1, &payload(9, 20))),
+        ),
+        (Some('b'), to(b4, 10, 2)),
+        (Some('c'), to(c4, 11, 20)),
+    ];
+    let frames: Vec<&[u8]> = burst.iter().map(|(_, f)| &f[..]).collect();
+    assert_eq!(
+        sa.tx[0].tx_burst(&frames).expect("slave tx"),
+        frames.len(),
+        "A's ring takes the whole burst at once"
+    );
+    for (pod, s) in [
+        ('b', &mut sb),
+        ('c', &mut sc),
+        ('d', &mut sd),
+        ('a', &mut sa),
+    ] {
+        for (i, (_, f)) in burst
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, _))| *p == Some(pod))
+        {
+            let got = expect_frame(s, &format!("frame {i} at pod {pod}"));
+            if pod == 'd' {
+                assert_eq!(got, f[14..], "frame {i} at ip-mode pod d");
+            } else {
+                assert_eq!(got.len(), f.len(), "frame {i} at pod {pod}");
+                assert_eq!(&got[12..], &f[12..], "frame {i} at pod {pod}");
+            }
+        }
+        expect_nothing(s, &format!("nothing else reaches pod {pod}"));
+    }
+    let st = a.stats(&m);
+    assert_eq!(st.rx_packets, 1 + burst.len() as u64, "{st:?}");
+    assert_eq!(st.drops.get("not-routable"), Some(&1), "{st:?}");
+    assert_eq!(st.drops.get("ttl-expired"), Some(&1), "{st:?}");
+}
+
 #[test]
 fn mtu_sized_and_chained_frames_arrive_whole() {
     preflight_dataplane(false);

@@ -1,6 +1,6 @@
 //! Forwarding: the ports and networks of a worker ([`Plane`]) and what
 //! happens to each frame of a burst. A frame is decided on its first bytes
-//! (the common case in registers: [`Plane::forward_lanes`]) and copied
+//! (the common case in registers: [`Plane::forward_run`]) and copied
 //! once, straight from the sender's buffers into the receiver's; frames
 //! for the host are written to the network's uplink, and what the host
 //! sends is delivered from it ([`Plane::uplink_rx`]).
@@ -14,15 +14,60 @@ use super::table::{Network, Remote};
 use super::underlay::Underlay;
 use super::BURST;
 use crate::mac::Mac;
+use crate::memif::queue::{MasterTx, Pushed, RxFrame, RxFrames};
 use crate::memif::shm::{Desc, Region};
 use crate::memif::wire::Mode;
 use crate::packet::decide::{self, IpClass};
-use crate::packet::{self, vxlan, ETH_HLEN, PEEK};
+use crate::packet::{self, vxlan, IpKey, ETH_HLEN, PEEK};
 use std::collections::HashMap;
 
 /// Bytes of a frame read in one fixed-size copy: ethernet and an IPv6
 /// header, or ethernet and ARP.
 pub(super) const FAST_PEEK: usize = 64;
+
+/// Where [`Plane::forward_run`] writes the frames for one destination
+/// address: the route's port and its tx queue, found once for a run of
+/// frames.
+struct Hop<'p> {
+    key: IpKey,
+    to: usize,
+    qi: usize,
+    eth_addrs: u128,
+    txq: &'p mut MasterTx,
+}
+
+impl<'p> Hop<'p> {
+    /// Port `to`'s tx queue `q` (modulo its queues), for frames of `mode`
+    /// to `key`. None when the port is gone, of another mode, or not
+    /// connected (the general path decides what then).
+    #[inline]
+    fn to(
+        ports: &'p mut [Option<Port>],
+        to: usize,
+        q: usize,
+        mode: Mode,
+        key: IpKey,
+    ) -> Option<Hop<'p>> {
+        let p = ports.get_mut(to)?.as_mut()?;
+        if p.mode != mode {
+            return None;
+        }
+        let eth_addrs = p.eth_addrs;
+        let tx = &mut p.conn.as_mut()?.a.conn.tx;
+        let n = tx.len();
+        if n == 0 {
+            return None;
+        }
+        let qi = if q < n { q } else { q % n };
+        Some(Hop {
+            key,
+            to,
+            qi,
+            eth_addrs,
+            txq: &mut tx[qi],
+        })
+    }
+}
 
 /// Ports and networks: everything forwarding reads and writes.
 pub(super) struct Plane {
@@ -383,122 +428,122 @@ impl Plane {
         }
     }
 
-    /// The common case, decided and written in fewer steps: a one-buffer
-    /// frame (descriptor `d`, `len` bytes) from the port `ctx` describes, whose
-    /// first [`FAST_PEEK`] bytes are read once into registers, carrying a
-    /// unicast IP packet (from the pod's learned MAC, on ethernet) to a pod
-    /// of the same mode. The decision reads the lanes in registers, nothing
-    /// is staged in memory. False, having done nothing, for anything else:
-    /// the general path ([`Plane::forward`]) takes it.
-    #[inline]
-    pub(super) fn forward_lanes(
+    /// The common case, decided and written in fewer steps, for a run of
+    /// a burst's frames: one-buffer frames from the port `ctx` describes
+    /// (rx queue `q`), whose first [`FAST_PEEK`] bytes are read once into
+    /// registers, carrying unicast IP packets (from the pod's learned MAC,
+    /// on ethernet) to pods of the same mode. The decision reads the lanes
+    /// in registers, nothing is staged in memory. A frame for the same
+    /// destination as the one before it (the usual burst) reuses that
+    /// one's route and destination queue, found once. Takes frames from
+    /// `frames` until one is not that case and returns it, untouched, for
+    /// the general path ([`Plane::forward`]); None when the burst is done.
+    pub(super) fn forward_run<'d>(
         &mut self,
         ctx: &SrcCtx,
         q: usize,
         regions: &[Arc<Region>],
-        d: Desc,
-        len: usize,
-    ) -> bool {
-        let off = d.offset as usize;
-        let Some(region) = regions.get(d.region as usize) else {
-            return false;
-        };
-        let Some(lanes) = region.read_lanes(off) else {
-            return false;
+        frames: &mut RxFrames<'d>,
+    ) -> Option<RxFrame<'d>> {
+        let Plane {
+            ports,
+            nets,
+            dirty_tx,
+            leaving,
+            ..
+        } = self;
+        let Some(net) = nets.get_mut(ctx.net).and_then(|n| n.as_mut()) else {
+            return frames.next();
         };
         let ethernet = ctx.mode == Mode::Ethernet;
-        // Frames from a MAC not (yet) the learned one go the general way,
-        // which learns it.
-        if ethernet && (lanes[0] >> 48) as u64 & 0xffff_ffff_ffff != ctx.peer_mac {
-            return false;
-        }
-        let Some(dst) = decide::unicast_dst_in_lanes(&lanes, len, ethernet) else {
-            return false;
-        };
-        let Some(to) = self.nets[ctx.net].as_mut().and_then(|n| n.lookup(dst)) else {
-            return false;
-        };
-        self.forward_fast(ctx.mode, to, q, len, lanes, region, off)
-    }
-
-    /// Writes a one-buffer frame (at `src_off` in `src`, its first
-    /// [`FAST_PEEK`] bytes read into `lanes`, already routed to port
-    /// `dst`) between two ports of the same mode. Ethernet frames only
-    /// change their addresses (pod MAC, memif MAC; the ethertype stays),
-    /// IP packets nothing, so the first bytes are written as one block
-    /// edited in registers and the rest (if any) copied region to region.
-    /// False, having done nothing, when this is not that case (the caller
-    /// takes the general path).
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    pub(super) fn forward_fast(
-        &mut self,
-        mode: Mode,
-        dst: usize,
-        q: usize,
-        len: usize,
-        mut lanes: [u128; 4],
-        src: &Region,
-        src_off: usize,
-    ) -> bool {
-        let Some(p) = self.ports[dst].as_mut() else {
-            return false;
-        };
-        if p.mode != mode {
-            return false;
-        }
-        let Some(c) = p.conn.as_mut() else {
-            return false;
-        };
-        let n = c.a.conn.tx.len();
-        if n == 0 {
-            return false;
-        }
-        if len < FAST_PEEK {
-            // The source buffer's bytes past the frame are another frame's
-            // (another pod's, maybe): never carry them over.
-            for (i, l) in lanes.iter_mut().enumerate() {
-                let keep = len.saturating_sub(16 * i).min(16);
-                *l &= if keep == 16 {
-                    !0
-                } else {
-                    (1u128 << (8 * keep)) - 1
-                };
+        let mut hop: Option<Hop<'_>> = None;
+        for f in frames {
+            let [d] = f.descs else {
+                return Some(f);
+            };
+            let (len, off) = (f.len, d.offset as usize);
+            let Some(region) = regions.get(d.region as usize) else {
+                return Some(f);
+            };
+            let Some(mut lanes) = region.read_lanes(off) else {
+                return Some(f);
+            };
+            // Frames from a MAC not (yet) the learned one go the general
+            // way, which learns it.
+            if ethernet && (lanes[0] >> 48) as u64 & 0xffff_ffff_ffff != ctx.peer_mac {
+                return Some(f);
             }
-        }
-        if mode == Mode::Ethernet {
-            lanes[0] = (lanes[0] & !ETH_ADDRS_MASK) | p.eth_addrs;
-        }
-        let qi = if q < n { q } else { q % n };
-        let txq = &mut c.a.conn.tx[qi];
-        let was_pending = txq.has_pending();
-        let pushed = txq.push_one(len, |r, off, room| {
-            if room >= FAST_PEEK {
-                r.write_lanes(off, &lanes);
-            } else {
-                let mut b = [0u8; FAST_PEEK];
-                for (i, l) in lanes.iter().enumerate() {
-                    b[16 * i..16 * i + 16].copy_from_slice(&l.to_le_bytes());
+            let Some(dst) = decide::unicast_dst_in_lanes(&lanes, len, ethernet) else {
+                return Some(f);
+            };
+            let h = match hop {
+                Some(ref mut h) if h.key == dst => h,
+                _ => {
+                    hop = None;
+                    let Some(to) = net.lookup(dst) else {
+                        return Some(f);
+                    };
+                    let Some(h) = Hop::to(ports, to, q, ctx.mode, dst) else {
+                        return Some(f);
+                    };
+                    hop.insert(h)
                 }
-                r.write(off, &b[..len]);
+            };
+            if len < FAST_PEEK {
+                // The source buffer's bytes past the frame are another
+                // frame's (another pod's, maybe): never carry them over.
+                for (i, l) in lanes.iter_mut().enumerate() {
+                    let keep = len.saturating_sub(16 * i).min(16);
+                    *l &= if keep == 16 {
+                        !0
+                    } else {
+                        (1u128 << (8 * keep)) - 1
+                    };
+                }
             }
-            if len > FAST_PEEK {
-                r.copy_from_region(off + FAST_PEEK, src, src_off + FAST_PEEK, len - FAST_PEEK);
+            // Ethernet frames only change their addresses (pod MAC, memif
+            // MAC; the ethertype stays), IP packets nothing: the first
+            // bytes are written as one block edited in registers, the rest
+            // (if any) copied region to region.
+            if ethernet {
+                lanes[0] = (lanes[0] & !ETH_ADDRS_MASK) | h.eth_addrs;
             }
-        });
-        let r = match pushed {
-            Ok(None) => return false,
-            Ok(Some(x)) => Ok(x),
-            Err(e) => Err(e),
-        };
-        p.book(
-            r,
-            (dst, qi),
-            was_pending,
-            &mut self.dirty_tx,
-            &mut self.leaving,
-        );
-        true
+            let was_pending = h.txq.has_pending();
+            let pushed = h.txq.push_one(len, |r, o, room| {
+                if room >= FAST_PEEK {
+                    r.write_lanes(o, &lanes);
+                } else {
+                    let mut b = [0u8; FAST_PEEK];
+                    for (i, l) in lanes.iter().enumerate() {
+                        b[16 * i..16 * i + 16].copy_from_slice(&l.to_le_bytes());
+                    }
+                    r.write(o, &b[..len]);
+                }
+                if len > FAST_PEEK {
+                    r.copy_from_region(o + FAST_PEEK, region, off + FAST_PEEK, len - FAST_PEEK);
+                }
+            });
+            let r = match pushed {
+                Ok(Some(Pushed::Queued)) => {
+                    if !was_pending {
+                        dirty_tx.push((h.to, h.qi));
+                    }
+                    continue;
+                }
+                // A chain is needed: the general path writes one.
+                Ok(None) => return Some(f),
+                Ok(Some(r)) => Ok(r),
+                Err(e) => Err(e),
+            };
+            // A drop or a broken ring: booked on the destination, whose
+            // queue is found again for the next frame.
+            let to = h.to;
+            hop = None;
+            if let Some(p) = ports[to].as_mut() {
+                p.book_failed(r, to, leaving);
+            }
+        }
+        None
     }
 
     /// Puts a frame for a pod on another node (`r`, in network `net`) into

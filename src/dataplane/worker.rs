@@ -571,12 +571,8 @@ impl Worker {
             }
             let regions: &[Arc<Region>] = q.regions();
             let mut ctx = self.plane.src_ctx(slot);
-            for f in frames {
-                if let [d] = f.descs {
-                    if self.plane.forward_lanes(&ctx, qi, regions, *d, f.len) {
-                        continue;
-                    }
-                }
+            let mut frames = frames;
+            while let Some(f) = self.plane.forward_run(&ctx, qi, regions, &mut frames) {
                 self.plane
                     .forward(&mut refs, slot, qi, regions, f.descs, f.len);
                 // It may have learned the pod's MAC.
