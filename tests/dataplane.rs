@@ -664,7 +664,7 @@ fn short_frames_carry_nothing_past_their_end() {
 /// One burst from a pod that goes to several destinations: forwarding
 /// takes runs of frames for one destination at a time, finding each
 /// destination once a run, and hands the frames it cannot take (an ip-mode
-/// pod, a broadcast, an unknown address) to the general path in between.
+/// pod, a broadcast, a frame for the host) to the general path in between.
 /// Every frame must arrive whole, in order, at its own pod.
 #[test]
 fn a_burst_for_several_pods_is_split_between_them_in_order() {

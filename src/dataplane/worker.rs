@@ -548,7 +548,7 @@ impl Worker {
             answer,
         };
         for (qi, q) in rxqs.iter_mut().enumerate() {
-            let frames = match q.peek(BURST, descs) {
+            let mut frames = match q.peek(BURST, descs) {
                 Ok(f) => f,
                 Err(e) => {
                     result = Err(Leave::BadPeer(format!("bad descriptor: {e}")));
@@ -571,7 +571,6 @@ impl Worker {
             }
             let regions: &[Arc<Region>] = q.regions();
             let mut ctx = self.plane.src_ctx(slot);
-            let mut frames = frames;
             while let Some(f) = self.plane.forward_run(&ctx, qi, regions, &mut frames) {
                 self.plane
                     .forward(&mut refs, slot, qi, regions, f.descs, f.len);
