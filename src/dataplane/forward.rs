@@ -25,6 +25,17 @@ use std::collections::HashMap;
 /// header, or ethernet and ARP.
 pub(super) const FAST_PEEK: usize = 64;
 
+/// The tx queue, of a destination's `n`, that frames received on rx queue
+/// `q` go out on: the same index, modulo `n`. None without tx queues.
+#[inline]
+fn tx_queue(q: usize, n: usize) -> Option<usize> {
+    match n {
+        0 => None,
+        _ if q < n => Some(q),
+        _ => Some(q % n),
+    }
+}
+
 /// Where [`Plane::forward_run`] writes the frames for one destination
 /// address: the route's port and its tx queue, found once for a run of
 /// frames.
@@ -54,11 +65,7 @@ impl<'p> Hop<'p> {
         }
         let eth_addrs = p.eth_addrs;
         let tx = &mut p.conn.as_mut()?.a.conn.tx;
-        let n = tx.len();
-        if n == 0 {
-            return None;
-        }
-        let qi = if q < n { q } else { q % n };
+        let qi = tx_queue(q, tx.len())?;
         Some(Hop {
             key,
             to,
@@ -225,11 +232,9 @@ impl Plane {
             p.dirty = true;
             return;
         };
-        let n = c.a.conn.tx.len();
-        if n == 0 {
+        let Some(qi) = tx_queue(q, c.a.conn.tx.len()) else {
             return;
-        }
-        let qi = if q < n { q } else { q % n };
+        };
         let txq = &mut c.a.conn.tx[qi];
         let was_pending = txq.has_pending();
         let r = txq.push(out.len(head.len()), |r, off, at, k| {
